@@ -1,0 +1,115 @@
+"""The one dataset type every reader produces and every model consumes.
+
+A dataset is three splits of aligned per-sample arrays. Text is either token ids with a
+mask (for a language model inside the network) or precomputed feature vectors; audio and
+vision are padded sequences with their true lengths (utterance-level vectors are
+sequences of length 1). A modality that a source lacks is simply absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+MODALITIES = ("text", "audio", "vision")
+
+
+@dataclass
+class Split:
+    """Per-sample arrays of one split; every array has the same first dimension N."""
+
+    ids: np.ndarray  # (N,) str, "video$_$clip" as MMSA writes them
+    video_ids: np.ndarray  # (N,) str, the grouping key for cross-validation
+    labels: np.ndarray  # (N,) float32 sentiment score
+    raw_text: np.ndarray | None = None  # (N,) str
+    text_ids: np.ndarray | None = None  # (N, L) int64 token ids
+    text_mask: np.ndarray | None = None  # (N, L) int64 attention mask
+    text: np.ndarray | None = None  # (N, L, D) float32 text features
+    text_lengths: np.ndarray | None = None  # (N,) int64
+    audio: np.ndarray | None = None  # (N, La, Da) float32
+    audio_lengths: np.ndarray | None = None
+    vision: np.ndarray | None = None  # (N, Lv, Dv) float32
+    vision_lengths: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that are present, by field name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def take(self, index: np.ndarray) -> Split:
+        """A new split holding the samples at `index`, in that order."""
+        return Split(**{k: v[index] for k, v in self.arrays().items()})
+
+    @staticmethod
+    def concat(parts: list[Split]) -> Split:
+        """Stack splits sample-wise; sequences are padded to the longest."""
+        names = parts[0].arrays().keys()
+        out = {}
+        for name in names:
+            arrays = [getattr(p, name) for p in parts]
+            if arrays[0].ndim >= 2 and name not in ("ids", "video_ids", "labels", "raw_text"):
+                longest = max(a.shape[1] for a in arrays)
+                arrays = [_pad_time(a, longest) for a in arrays]
+            out[name] = np.concatenate(arrays)
+        return Split(**out)
+
+
+def _pad_time(a: np.ndarray, length: int) -> np.ndarray:
+    pad = [(0, 0)] * a.ndim
+    pad[1] = (0, length - a.shape[1])
+    return np.pad(a, pad)
+
+
+@dataclass
+class MSADataset:
+    """A named dataset: its splits, where it came from and a content fingerprint."""
+
+    name: str
+    splits: dict[str, Split]
+    source: str
+    label_range: tuple[float, float] = (-3.0, 3.0)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        first = self.splits["train"]
+        present = {
+            "text": first.text is not None or first.text_ids is not None or first.raw_text is not None,
+            "audio": first.audio is not None,
+            "vision": first.vision is not None,
+        }
+        return tuple(m for m in MODALITIES if present[m])
+
+    def feature_dims(self) -> dict[str, int]:
+        """Input width of each modality (text: 0 when it enters as token ids)."""
+        first = self.splits["train"]
+        dims = {}
+        for m in self.modalities:
+            array = first.text if m == "text" else getattr(first, m)
+            dims[m] = 0 if array is None else int(array.shape[-1])
+        return dims
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every array of every split: same content, same fingerprint."""
+        digest = hashlib.sha256()
+        for split_name in SPLITS:
+            split = self.splits[split_name]
+            for name, array in sorted(split.arrays().items()):
+                digest.update(f"{split_name}/{name}/{array.dtype}/{array.shape}".encode())
+                if array.dtype.kind in "OUS":
+                    digest.update("\x1f".join(map(str, array.tolist())).encode())
+                else:
+                    digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
+
+    def with_splits(self, **splits: Split) -> MSADataset:
+        return replace(self, splits={**self.splits, **splits})
+
+    def summary(self) -> str:
+        sizes = ", ".join(f"{s} {len(self.splits[s])}" for s in SPLITS)
+        return f"{self.name}: {sizes}; modalities {'+'.join(self.modalities)} ({self.source})"

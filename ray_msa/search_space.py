@@ -1,0 +1,54 @@
+"""Read `tune_spaces/<arch>.yaml` into fixed settings and a Ray Tune search space."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ray import tune
+
+from ray_msa.errors import InputError
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "tune_spaces"
+DISTRIBUTIONS = {
+    "uniform": lambda a: tune.uniform(*a),
+    "loguniform": lambda a: tune.loguniform(*a),
+    "choice": lambda a: tune.choice(list(a)),
+    "randint": lambda a: tune.randint(*a),
+}
+
+
+def space_path(arch: str, explicit: str | Path | None = None) -> Path:
+    if explicit:
+        return Path(explicit)
+    for base in (Path.cwd() / "tune_spaces", SPACES_DIR):
+        if (base / f"{arch}.yaml").is_file():
+            return base / f"{arch}.yaml"
+    return SPACES_DIR / f"{arch}.yaml"
+
+
+def load_space(arch: str, explicit: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(fixed settings, Tune search space) for an architecture."""
+    path = space_path(arch, explicit)
+    if not path.is_file():
+        raise InputError(path, "search space", "file not found", f"write tune_spaces/{arch}.yaml or pass --space FILE")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise InputError(path, "yaml", f"not valid YAML ({str(err).splitlines()[0]})", "fix the syntax") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("space", {}), dict) or not isinstance(spec.get("fixed", {}), dict):
+        raise InputError(path, "top level", "expected mappings 'fixed' and 'space'", "see tune_spaces/mtl.yaml")
+    space = {}
+    for name, value in (spec.get("space") or {}).items():
+        if isinstance(value, dict):
+            if len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
+                raise InputError(path, f"space.{name}", f"unknown distribution {value}", f"use one of {sorted(DISTRIBUTIONS)}")
+            kind, args = next(iter(value.items()))
+            try:
+                space[name] = DISTRIBUTIONS[kind](args)
+            except (TypeError, ValueError) as err:
+                raise InputError(path, f"space.{name}", f"bad arguments {args!r} ({err})", "give [low, high] or a list of values") from None
+        else:
+            space[name] = value
+    return dict(spec.get("fixed") or {}), space

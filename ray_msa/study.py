@@ -1,0 +1,280 @@
+"""A study: Ray Tune + Optuna (TPE) + ASHA over cross-validated trials, each trial a
+Ray Train run; then the best configuration retrained on train+valid and tested once.
+
+Recorded in MLflow as study run -> trial runs -> fold runs. The test split is read only
+by the final retraining, after every choice has been made on validation folds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ray_msa.data.dataset import MSADataset
+from ray_msa.metrics import METRICS, mode_of
+from ray_msa.tracking import Tracker, git_commit
+
+TRIAL_CPU = 0.5  # the Tune trial actor only waits on its Ray Train run
+
+
+@dataclass
+class StudySettings:
+    arch: str
+    dataset: str
+    trials: int
+    folds: int
+    workers: int
+    engine: str
+    seed: int
+    metric: str
+    tracking_uri: str
+    storage: str
+    fixed: dict[str, Any]
+    space: dict[str, Any]
+    cpus_per_worker: float | None = None
+    use_gpu: bool = False
+    text_mode: str = "frozen"
+    max_failures: int = 2
+    extra_params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return mode_of(self.metric)
+
+
+@dataclass
+class StudyResult:
+    study_run_id: str
+    best_config: dict[str, Any]
+    cv: dict[str, float]
+    test: dict[str, float]
+    trials: int
+    wall_s: float
+    ray_overhead_s: list[float]
+    model_uri: str
+
+
+def plan_resources(total_cpus: float, workers: int, per_worker: float | None) -> tuple[float, int, int]:
+    """(CPUs per worker, torch threads per worker, concurrent trials) for this cluster."""
+    if per_worker is None:
+        per_worker = max(0.25, min(2.0, (total_cpus - TRIAL_CPU) / workers))
+    threads = max(1, int(round(per_worker)))
+    concurrent = max(1, int(total_cpus // (TRIAL_CPU + workers * per_worker)))
+    return per_worker, threads, concurrent
+
+
+def run_trial(config: dict[str, Any], dataset_ref: list, settings: dict[str, Any]) -> None:
+    """Tune trainable: one trial = one Ray Train run of the K-fold cross-validation."""
+    import ray.tune
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from ray_msa.train.loop import cross_validate_worker
+
+    context = ray.tune.get_context()
+    trial_id = context.get_trial_id()
+    tracker = Tracker(settings["tracking_uri"])
+    trial_number = trial_id.rsplit("_", 1)[-1]
+    trial_run = tracker.child(settings["study_run_id"], f"trial-{trial_number}", {"role": "trial", "ray_trial_id": trial_id})
+    tracker.params(trial_run, config)
+    loop_config = {**config, **settings["loop"], "trial_run_id": trial_run, "dataset_ref": dataset_ref, "trial_name": f"trial {trial_number}"}
+    trainer = TorchTrainer(
+        cross_validate_worker,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=settings["workers"], use_gpu=settings["use_gpu"], resources_per_worker=settings["worker_resources"]),
+        run_config=RunConfig(
+            name=f"{settings['study_name']}-{trial_id}",
+            storage_path=settings["storage"],
+            callbacks=[TuneReportCallback()],
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            failure_config=FailureConfig(max_failures=settings["max_failures"]),
+        ),
+    )
+    trainer.fit()
+
+
+def _study_callback(tracker: Tracker, metric: str, trials_total: int):
+    from ray import tune
+
+    class StudyCallback(tune.Callback):
+        """Progress a person can follow, and MLflow run states for stopped trials."""
+
+        def __init__(self) -> None:
+            self.started: dict[str, float] = {}
+            self.first_result: dict[str, float] = {}
+            self.finished = 0
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started[trial.trial_id] = time.time()
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in trial.config.items()}
+            print(f"== trial {trial.trial_id} started: {shown}", flush=True)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.first_result.setdefault(trial.trial_id, time.time())
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.finished += 1
+            result = trial.last_result or {}
+            run_id = result.get("trial_run_id")
+            stopped = not result.get("done", False)
+            if run_id:
+                if stopped:
+                    for child in tracker.children(run_id):
+                        if child.info.status == "RUNNING":
+                            tracker.finish(child.info.run_id, "KILLED")
+                    tracker.tags(run_id, {"stopped_by": "ASHA"})
+                tracker.finish(run_id)
+            value = result.get(f"mean_{metric}", float("nan"))
+            how = f"stopped by ASHA after epoch {result.get('epoch')}" if stopped else f"finished after epoch {result.get('epoch')}"
+            elapsed = time.time() - self.started.get(trial.trial_id, time.time())
+            print(f"== trial {trial.trial_id} {how}: CV mean {metric} {value:.4f} ({elapsed:.0f}s; {self.finished}/{trials_total} trials)", flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.finished += 1
+            run_id = (trial.last_result or {}).get("trial_run_id")
+            if run_id:
+                tracker.finish(run_id, "FAILED")
+            print(f"== trial {trial.trial_id} failed; see its error file in {trial.local_path}", flush=True)
+
+        def ray_overhead(self) -> list[float]:
+            """Seconds from trial start to its first epoch result, minus nothing: an upper bound."""
+            return [self.first_result[t] - self.started[t] for t in self.first_result if t in self.started]
+
+    return StudyCallback()
+
+
+def run_study(dataset: MSADataset, settings: StudySettings) -> StudyResult:
+    """Tune, pick the best trial on CV, retrain it on train+valid, test once, log it all."""
+    import ray
+    from optuna.samplers import TPESampler
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    started = time.time()
+    tracker = Tracker(settings.tracking_uri)
+    experiment = tracker.experiment(f"ray_msa-{settings.dataset}")
+    fingerprint = dataset.fingerprint()
+    study_name = f"{settings.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    study_run = tracker.start(experiment, study_name, {
+        "role": "study", "arch": settings.arch, "dataset": settings.dataset, "data_fingerprint": fingerprint,
+        "mlflow.source.git.commit": git_commit(), "data_source": dataset.source,
+    })
+    tracker.params(study_run, {
+        "arch": settings.arch, "dataset": settings.dataset, "trials": settings.trials, "folds": settings.folds,
+        "workers": settings.workers, "engine": settings.engine, "seed": settings.seed, "metric": settings.metric,
+        "text_mode": settings.text_mode, "data_fingerprint": fingerprint, **settings.extra_params,
+        **{f"fixed.{k}": v for k, v in settings.fixed.items()},
+        **{f"space.{k}": v for k, v in settings.space.items()},
+    })
+    print(f"study {study_name}: {dataset.summary()}; fingerprint {fingerprint}; MLflow {settings.tracking_uri} run {study_run}", flush=True)
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True, logging_level="WARNING")  # the dashboard (127.0.0.1) serves the State API Ray Train uses to clean up
+    total_cpus = ray.cluster_resources().get("CPU", 1.0)
+    per_worker, threads, concurrent = plan_resources(total_cpus, settings.workers, settings.cpus_per_worker)
+    worker_resources = {"CPU": per_worker, **({"GPU": 1} if settings.use_gpu else {})}
+    dataset_ref = [ray.put(dataset)]
+    loop = {"arch": settings.arch, "engine": settings.engine, "folds": settings.folds, "seed": settings.seed, "metric": settings.metric,
+            "threads": threads, "tracking_uri": settings.tracking_uri, **settings.fixed}
+    trial_settings = {
+        "tracking_uri": settings.tracking_uri, "study_run_id": study_run, "study_name": study_name, "loop": loop,
+        "workers": settings.workers, "use_gpu": settings.use_gpu, "worker_resources": worker_resources,
+        "storage": settings.storage, "max_failures": settings.max_failures,
+    }
+    print(f"resources: {total_cpus:g} CPUs; {settings.workers} worker(s) x {per_worker:g} CPU ({threads} threads); {concurrent} concurrent trial(s)", flush=True)
+    objective = f"mean_{settings.metric}"
+    max_epochs = int(settings.fixed["max_epochs"])
+    callback = _study_callback(tracker, settings.metric, settings.trials)
+    tuner = tune.Tuner(
+        tune.with_resources(tune.with_parameters(run_trial, dataset_ref=dataset_ref, settings=trial_settings), {"cpu": TRIAL_CPU}),
+        param_space=settings.space,
+        tune_config=tune.TuneConfig(
+            metric=objective,
+            mode=settings.mode,
+            num_samples=settings.trials,
+            max_concurrent_trials=concurrent,
+            search_alg=OptunaSearch(sampler=TPESampler(seed=settings.seed, n_startup_trials=max(2, min(5, settings.trials // 3)))),
+            scheduler=ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(2, max_epochs), reduction_factor=2),
+        ),
+        run_config=tune.RunConfig(name=study_name, storage_path=settings.storage, callbacks=[callback], verbose=0),
+    )
+    grid = tuner.fit()
+    completed = [r for r in grid if r.metrics and objective in r.metrics]
+    if not completed:
+        tracker.finish(study_run, "FAILED")
+        errors = [str(r.error) for r in grid if r.error]
+        raise RuntimeError(f"no trial reported {objective}; first error: {errors[0] if errors else 'none'}")
+    best = grid.get_best_result(metric=objective, mode=settings.mode, scope="last")
+    best_config = {k: v for k, v in best.config.items()}
+    cv = {k: float(v) for k, v in best.metrics.items() if k.startswith(("mean_", "std_"))}
+    final_epochs = max(1, int(round(float(np.mean(best.metrics["best_epochs"])))))
+    tracker.params(study_run, {f"best.{k}": v for k, v in best_config.items()} | {"final_epochs": final_epochs})
+    tracker.metrics(study_run, {f"cv_{k}": v for k, v in cv.items()})
+    print(f"best trial: CV mean {settings.metric} {cv[objective]:.4f}; retraining on train+valid for {final_epochs} epochs", flush=True)
+
+    test, model_state = _final_training(dataset_ref, {**loop, **best_config, "final_epochs": final_epochs, "study_run_id": study_run}, trial_settings, study_name)
+    tracker.metrics(study_run, {f"test_{k}": v for k, v in test.items()})
+    model_uri = _log_model(tracker, study_run, dataset, {**loop, **best_config}, model_state)
+    wall = time.time() - started
+    tracker.metrics(study_run, {"wall_time_s": wall, "trials_run": len(grid)})
+    tracker.finish(study_run)
+    return StudyResult(study_run, best_config, cv, test, len(grid), wall, callback.ray_overhead(), model_uri)
+
+
+def _final_training(dataset_ref: list, config: dict[str, Any], trial_settings: dict[str, Any], study_name: str) -> tuple[dict[str, float], dict]:
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ray_msa.train.loop import final_train_worker, load_checkpoint_state
+
+    trainer = TorchTrainer(
+        final_train_worker,
+        train_loop_config={**config, "dataset_ref": dataset_ref},
+        scaling_config=ScalingConfig(num_workers=trial_settings["workers"], use_gpu=trial_settings["use_gpu"], resources_per_worker=trial_settings["worker_resources"]),
+        run_config=RunConfig(name=f"{study_name}-final", storage_path=trial_settings["storage"]),
+    )
+    result = trainer.fit()
+    test = {k[len("test_"):]: float(v) for k, v in result.metrics.items() if k.startswith("test_")}
+    return test, load_checkpoint_state(result.checkpoint)["model"]
+
+
+def _log_model(tracker: Tracker, run_id: str, dataset: MSADataset, config: dict[str, Any], state: dict) -> str:
+    """The final model as an MLflow PyTorch model (weights + the config that rebuilds it)."""
+    import mlflow
+    import mlflow.pytorch
+
+    from ray_msa.models import build_model
+    from ray_msa.train.loop import model_config
+
+    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config))
+    model.load_state_dict(state)
+    model.eval()
+    mlflow.set_tracking_uri(tracker.uri)
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=["torch", "ray_msa"])
+        mlflow.log_dict({"arch": config["arch"], "modalities": list(dataset.modalities), "feature_dims": dataset.feature_dims(),
+                         "model_config": model_config(config), "dataset": dataset.name}, "model_spec.json")
+    return info.model_uri
+
+
+def results_table(result: StudyResult, metric_names: tuple[str, ...] = METRICS) -> str:
+    """Fold mean ± std of the best trial and its test metrics, one row per metric."""
+    lines = [f"{'metric':<10} {'CV mean ± std (best trial)':>28} {'test':>8}", "-" * 48]
+    for name in metric_names:
+        mean, std = result.cv.get(f"mean_{name}", math.nan), result.cv.get(f"std_{name}", math.nan)
+        lines.append(f"{name:<10} {f'{mean:.4f} ± {std:.4f}':>28} {result.test.get(name, math.nan):>8.4f}")
+    return "\n".join(lines)
+
+
+def default_storage() -> str:
+    path = Path(os.environ.get("RAY_MSA_STORAGE", "ray_results")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)

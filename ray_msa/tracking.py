@@ -1,0 +1,100 @@
+"""MLflow bookkeeping: study -> trial -> fold runs, found again by tags so a restarted
+worker continues its run instead of creating a second one."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+PARENT = "mlflow.parentRunId"
+SECRET_MARKERS = ("password", "secret", "token", "key")
+
+
+def default_tracking_uri() -> str:
+    """SQLite at an absolute path under ./mlruns (Tune runs trials in other directories)."""
+    root = Path("mlruns").resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Artifacts beside a local SQLite store; a server decides for itself."""
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///") :]).parent / "artifacts").as_uri()
+    return None
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def public_params(params: dict[str, Any]) -> dict[str, str]:
+    """Parameters as MLflow strings, without anything that looks like a secret."""
+    return {
+        k: str(v)[:6000] for k, v in params.items()
+        if not any(marker in k.lower() for marker in SECRET_MARKERS) and not k.startswith("_")
+    }
+
+
+class Tracker:
+    """Thin layer over MlflowClient with explicit run ids (safe across processes)."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+
+    def experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(name, artifact_location=artifact_root(self.uri))
+
+    def start(self, experiment_id: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
+        all_tags = dict(tags, **({PARENT: parent} if parent else {}))
+        return self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    def child(self, parent: str, name: str, tags: dict[str, str]) -> str:
+        """The child run of `parent` with these tags, created once (idempotent on restart)."""
+        experiment_id = self.client.get_run(parent).info.experiment_id
+        query = " and ".join([f"tags.`{PARENT}` = '{parent}'"] + [f"tags.`{k}` = '{v}'" for k, v in tags.items()])
+        existing = self.client.search_runs([experiment_id], query, max_results=1)
+        if existing:
+            run_id = existing[0].info.run_id
+            if existing[0].info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        return self.start(experiment_id, name, tags, parent)
+
+    def params(self, run_id: str, params: dict[str, Any]) -> None:
+        current = self.client.get_run(run_id).data.params
+        fresh = [Param(k, v) for k, v in public_params(params).items() if k not in current]
+        for start in range(0, len(fresh), 100):
+            self.client.log_batch(run_id, params=fresh[start : start + 100])
+
+    def metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and math.isfinite(float(v))]
+        if batch:
+            self.client.log_batch(run_id, metrics=batch)
+
+    def tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    def children(self, parent: str) -> list:
+        experiment_id = self.client.get_run(parent).info.experiment_id
+        return self.client.search_runs([experiment_id], f"tags.`{PARENT}` = '{parent}'", max_results=10000)

@@ -1,0 +1,73 @@
+"""Turn split arrays into model batches: sharded across workers, trimmed to the longest
+sequence in the batch, with training-only normalisation statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ray_msa.data.dataset import Split
+
+SEQUENCES = {"text": "text_lengths", "text_ids": "text_lengths", "text_mask": "text_lengths", "audio": "audio_lengths", "vision": "vision_lengths"}
+MODEL_INPUTS = ("labels", "text", "text_ids", "text_mask", "text_lengths", "audio", "audio_lengths", "vision", "vision_lengths")
+
+
+def shard(index: np.ndarray, rank: int, world: int, pad: bool) -> np.ndarray:
+    """This worker's part of `index`. With pad=True every worker gets the same count
+    (the tail repeats from the start), so DDP workers run the same number of steps."""
+    if world == 1:
+        return index
+    if pad and len(index) % world:
+        index = np.concatenate([index, index[: world - len(index) % world]])
+    return index[rank::world]
+
+
+def sequence_lengths(split: Split) -> np.ndarray:
+    """Per-sample cost proxy: the summed lengths of its sequences."""
+    parts = [getattr(split, f"{m}_lengths") for m in ("text", "audio", "vision")]
+    return np.sum([p for p in parts if p is not None], axis=0)
+
+
+def in_order(index: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [index[i : i + batch_size] for i in range(0, len(index), batch_size)]
+
+
+def length_bucketed(index: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: int = 20) -> list[np.ndarray]:
+    """Shuffled batches of similar length: `index` (already shuffled) is cut into chunks of
+    `bucket` batches, sorted by length inside each chunk, and the batches are shuffled.
+    Less padding per batch, still a random order; MMSA pads every batch to the maximum."""
+    groups = []
+    for chunk in in_order(index, bucket * batch_size):
+        groups += in_order(chunk[np.argsort(lengths[chunk], kind="stable")], batch_size)
+    return [groups[i] for i in rng.permutation(len(groups))]
+
+
+def batches(split: Split, groups: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
+    """One batch per index group, as float32/int64 tensors trimmed to the longest sequence."""
+    arrays = {k: v for k, v in split.arrays().items() if k in MODEL_INPUTS}
+    for rows in groups:
+        batch = {}
+        for name, array in arrays.items():
+            part = array[rows]
+            if name in SEQUENCES:
+                longest = max(int(arrays[SEQUENCES[name]][rows].max()), 1)
+                part = part[:, :longest]
+            tensor = torch.from_numpy(np.ascontiguousarray(part))
+            batch[name] = tensor.float() if tensor.is_floating_point() else tensor.long()
+        yield batch
+
+
+def input_stats(split: Split, index: np.ndarray, modalities: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Mean and std of audio/vision over the real (unpadded) frames of `index` only."""
+    stats = {}
+    for m in ("audio", "vision"):
+        if m not in modalities:
+            continue
+        values, lengths = getattr(split, m)[index], getattr(split, f"{m}_lengths")[index]
+        frames = values[np.arange(values.shape[1])[None, :] < lengths[:, None]].astype(np.float64)
+        mean, std = frames.mean(0), frames.std(0)
+        std[std < 1e-6] = 1.0
+        stats[m] = (torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
+    return stats

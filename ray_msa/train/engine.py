@@ -1,0 +1,120 @@
+"""How one training step is executed: plain DDP, or a DeepSpeed engine.
+
+The loop only calls `forward`, `backward`, `step`, `state_dict` and `load_state_dict`,
+so the same loop runs either engine. DeepSpeed gets our torch optimizer (no extra
+C++ optimizer build) and a config built from the trial: micro-batch per worker,
+gradient clipping, ZeRO stage, and bf16/fp16 only on GPUs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ray_msa.models.base import ModelOutput, MSAModel
+
+ENGINES = ("ddp", "deepspeed")
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def deepspeed_config(batch_size: int, world: int, grad_clip: float, zero_stage: int, device: torch.device) -> dict[str, Any]:
+    """DeepSpeed config for one trial: global batch = micro-batch x workers."""
+    micro = max(1, batch_size // world)
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": micro,
+        "train_batch_size": micro * world,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": grad_clip,
+        "zero_optimization": {"stage": zero_stage},
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            config["bf16"] = {"enabled": True}
+        else:
+            config["fp16"] = {"enabled": True, "loss_scale": 0}
+    return config
+
+
+class Engine:
+    """DDP (or a single process): backward, clip, AdamW step."""
+
+    def __init__(self, model: MSAModel, lr: float, weight_decay: float, grad_clip: float, device: torch.device) -> None:
+        self.model = model.to(device)
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if distributed:
+            ids = [device.index] if device.type == "cuda" else None
+            self.wrapped: nn.Module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        else:
+            self.wrapped = self.model
+        self.optimizer = make_optimizer(self.model, lr, weight_decay)
+        self.grad_clip = grad_clip
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        return self.wrapped(batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def step(self) -> None:
+        if self.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train(self, mode: bool = True) -> None:
+        self.wrapped.train(mode)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class DeepSpeedEngine(Engine):
+    """The same contract on a DeepSpeed engine (ZeRO 0-3; works on CPU with gloo)."""
+
+    def __init__(self, model: MSAModel, lr: float, weight_decay: float, grad_clip: float, device: torch.device, batch_size: int = 32, zero_stage: int = 0) -> None:
+        import deepspeed
+
+        self.model = model.to(device)
+        world = dist.get_world_size() if dist.is_initialized() else 1
+        optimizer = make_optimizer(self.model, lr, weight_decay)
+        config = deepspeed_config(batch_size, world, grad_clip, zero_stage, device)
+        self.ds, self.optimizer, _, _ = deepspeed.initialize(model=self.model, optimizer=optimizer, config=config)
+        self.wrapped = self.ds
+        self.grad_clip = grad_clip
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        dtype = next((p.dtype for p in self.ds.module.parameters()), torch.float32)
+        if dtype != torch.float32:
+            batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
+        output = self.ds(batch)
+        if output.score.dtype != torch.float32:
+            output = ModelOutput(output.score.float(), {k: v.float() for k, v in output.extras.items()})
+        return output
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss)
+
+    def step(self) -> None:
+        self.ds.step()  # clips, steps and zeroes gradients per the config
+
+
+def make_engine(name: str, model: MSAModel, config: dict[str, Any], device: torch.device) -> Engine:
+    common = dict(lr=config["lr"], weight_decay=config.get("weight_decay", 0.0), grad_clip=config.get("grad_clip", 1.0), device=device)
+    if name == "ddp":
+        return Engine(model, **common)
+    if name == "deepspeed":
+        return DeepSpeedEngine(model, batch_size=config["batch_size"], zero_stage=config.get("zero_stage", 0), **common)
+    raise ValueError(f"unknown engine '{name}', expected one of {ENGINES}")

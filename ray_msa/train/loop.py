@@ -1,0 +1,280 @@
+"""The one training loop: every architecture, both engines, CV and final training.
+
+A trial is a K-fold cross-validation over train+valid. The K folds train in lockstep,
+one epoch each per round, so after every epoch the trial reports the mean over folds of
+each fold's best validation metric so far; ASHA compares trials on that. Each fold
+stops early on its own validation metric and restores its best weights at the end.
+The loop runs inside Ray Train workers (`cross_validate_worker`, `final_train_worker`)
+and also in a plain process (tests, benchmarks) through the same functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ray_msa.data.dataset import MSADataset, Split
+from ray_msa.data.folds import development_pool, group_folds
+from ray_msa.metrics import METRICS, is_better, regression_metrics
+from ray_msa.models import build_model
+from ray_msa.train.batches import batches, in_order, input_stats, length_bucketed, sequence_lengths, shard
+from ray_msa.train.engine import Engine, make_engine
+
+# Keys of a trial config that steer training; every other key is a model hyperparameter.
+TRAIN_KEYS = {
+    "arch", "engine", "folds", "seed", "max_epochs", "patience", "metric", "batch_size", "lr", "weight_decay",
+    "grad_clip", "zero_stage", "threads", "tracking_uri", "trial_run_id", "study_run_id", "dataset_ref",
+    "checkpoint_every", "final_epochs", "trial_name", "text_mode",
+}
+Report = Callable[[dict[str, Any], dict[str, Any] | None], None]
+
+
+@dataclass
+class WorkerContext:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Fold:
+    """One fold's model and early-stopping state."""
+
+    index: int
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    engine: Engine
+    best_value: float | None = None
+    best_epoch: int = -1
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] | None = None
+    bad_epochs: int = 0
+    done: bool = False
+    run_id: str | None = None
+
+    def progress(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("best_value", "best_epoch", "best_metrics", "bad_epochs", "done")}
+
+
+def progress(message: str) -> None:
+    """A progress line on stdout (Ray Train patches print() into its logger and stdout both)."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def model_config(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in TRAIN_KEYS}
+
+
+def new_engine(config: dict[str, Any], dataset: MSADataset, split: Split, train_idx: np.ndarray, seed: int, ctx: WorkerContext) -> Engine:
+    torch.manual_seed(seed)
+    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config))
+    model.set_input_stats(input_stats(split, train_idx, dataset.modalities))
+    return make_engine(config.get("engine", "ddp"), model, config, ctx.device)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train_epoch(engine: Engine, split: Split, index: np.ndarray, config: dict[str, Any], seed: list[int], ctx: WorkerContext) -> dict[str, float]:
+    """One pass over this worker's shard of `index`, in a seeded order."""
+    engine.train(True)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(int(rng.integers(2**31)))  # dropout too depends only on (seed, fold, epoch): resumes are exact
+    local = shard(rng.permutation(index), ctx.rank, ctx.world, pad=True)
+    groups = length_bucketed(local, sequence_lengths(split), max(1, config["batch_size"] // ctx.world), rng)
+    sums: dict[str, float] = {}
+    steps = 0
+    for batch in batches(split, groups):
+        batch = to_device(batch, ctx.device)
+        output = engine.forward(batch)
+        loss, parts = engine.model.loss(output, batch)
+        engine.backward(loss)
+        parts.update(engine.model.after_backward(output, batch))
+        engine.step()
+        parts["loss"] = float(loss.detach())
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        steps += 1
+    return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+
+
+@torch.inference_mode()
+def predict(engine: Engine, split: Split, index: np.ndarray, batch_size: int, ctx: WorkerContext) -> np.ndarray:
+    """Predicted scores for `index`, computed in shards and gathered on every worker."""
+    engine.train(False)
+    positions = shard(np.arange(len(index)), ctx.rank, ctx.world, pad=False)
+    positions = positions[np.argsort(sequence_lengths(split)[index[positions]], kind="stable")]
+    groups = in_order(index[positions], batch_size)
+    scores = [engine.model(to_device(b, ctx.device)).score.float().cpu().numpy() for b in batches(split, groups)]
+    local = (positions, np.concatenate(scores) if scores else np.zeros(0, np.float32))
+    parts = [local]
+    if ctx.world > 1:
+        parts = [None] * ctx.world
+        dist.all_gather_object(parts, local)
+    out = np.zeros(len(index), np.float32)
+    for pos, values in parts:
+        out[pos] = values
+    return out
+
+
+def fold_summary(folds: list[Fold]) -> dict[str, float]:
+    """Mean and std over folds of each fold's best-epoch validation metrics."""
+    summary: dict[str, float] = {}
+    for name in METRICS:
+        values = [f.best_metrics[name] for f in folds if name in f.best_metrics]
+        if values:
+            summary[f"mean_{name}"] = float(np.mean(values))
+            summary[f"std_{name}"] = float(np.std(values))
+    return summary
+
+
+def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Report, ctx: WorkerContext, resume: dict[str, Any] | None = None, tracker: Any = None) -> dict[str, float]:
+    """Train the K folds of one trial in lockstep; report once per epoch."""
+    pool = development_pool(dataset)
+    metric, seed = config.get("metric", "MAE"), int(config.get("seed", 0))
+    folds = []
+    for i, (train_idx, val_idx) in enumerate(group_folds(pool.video_ids, int(config["folds"]), seed)):
+        folds.append(Fold(i, train_idx, val_idx, new_engine(config, dataset, pool, train_idx, seed * 1000 + i, ctx)))
+    start_epoch = 0
+    if resume:
+        start_epoch = resume["epoch"] + 1
+        for fold, saved in zip(folds, resume["folds"]):
+            fold.engine.load_state_dict(saved["engine"])
+            fold.best_state = saved["best_state"]
+            for k, v in saved["progress"].items():
+                setattr(fold, k, v)
+    if tracker is not None:
+        for fold in folds:
+            fold.run_id = tracker.child(config["trial_run_id"], f"fold-{fold.index}", {"role": "fold", "fold": str(fold.index)})
+            tracker.params(fold.run_id, {"fold": fold.index, "train_size": len(fold.train_idx), "val_size": len(fold.val_idx)})
+    name, max_epochs = config.get("trial_name", "trial"), int(config["max_epochs"])
+    epoch = start_epoch - 1
+    for epoch in range(start_epoch, max_epochs):
+        started = time.perf_counter()
+        for fold in (f for f in folds if not f.done):
+            fit = train_epoch(fold.engine, pool, fold.train_idx, config, [seed, fold.index, epoch], ctx)
+            val = regression_metrics(predict(fold.engine, pool, fold.val_idx, config["batch_size"], ctx), pool.labels[fold.val_idx])
+            if is_better(metric, val[metric], fold.best_value):
+                fold.best_value, fold.best_epoch, fold.best_metrics, fold.bad_epochs = val[metric], epoch, val, 0
+                fold.best_state = copy.deepcopy(fold.engine.model.state_dict())
+            else:
+                fold.bad_epochs += 1
+            fold.done = fold.bad_epochs >= int(config["patience"]) or epoch == max_epochs - 1
+            if fold.done:  # restore the best weights; its metrics are the fold's result
+                fold.engine.model.load_state_dict(fold.best_state)
+            if tracker is not None:
+                tracker.metrics(fold.run_id, {**fit, **{f"val_{k}": v for k, v in val.items()}}, step=epoch)
+                if fold.done:
+                    tracker.metrics(fold.run_id, {**fold.best_metrics, "best_epoch": fold.best_epoch + 1})
+                    tracker.finish(fold.run_id)
+        summary = fold_summary(folds)
+        all_done = all(f.done for f in folds)
+        if ctx.is_chief:
+            values = " ".join(f"{f.best_value:.3f}" + ("*" if f.done else "") for f in folds)
+            progress(f"[{name}] epoch {epoch + 1}/{max_epochs}: best val {metric} by fold {values} | mean {summary[f'mean_{metric}']:.4f} | {time.perf_counter() - started:.1f}s")
+        if tracker is not None:
+            tracker.metrics(config["trial_run_id"], summary, step=epoch)
+        result = {**summary, "epoch": epoch + 1, "folds_done": sum(f.done for f in folds), "done": all_done,
+                  "best_epochs": [f.best_epoch + 1 for f in folds], "trial_run_id": config.get("trial_run_id", "")}
+        every = int(config.get("checkpoint_every", 5))
+        state = None
+        if all_done or (epoch + 1) % every == 0:
+            state = {"epoch": epoch, "folds": [{"engine": f.engine.state_dict(), "best_state": f.best_state, "progress": f.progress()} for f in folds]}
+        report(result, state)
+        if all_done:
+            break
+    return fold_summary(folds)
+
+
+def run_final_training(config: dict[str, Any], dataset: MSADataset, ctx: WorkerContext, tracker: Any = None) -> tuple[dict[str, float], Engine]:
+    """Retrain on all of train+valid for `final_epochs` epochs, then evaluate once on test."""
+    pool = development_pool(dataset)
+    seed = int(config.get("seed", 0))
+    everything = np.arange(len(pool))
+    engine = new_engine(config, dataset, pool, everything, seed * 1000 + 999, ctx)
+    epochs = int(config["final_epochs"])
+    for epoch in range(epochs):
+        fit = train_epoch(engine, pool, everything, config, [seed, 999, epoch], ctx)
+        if ctx.is_chief:
+            progress(f"[final] epoch {epoch + 1}/{epochs}: train loss {fit['train_loss']:.4f}")
+        if tracker is not None:
+            tracker.metrics(config["study_run_id"], {f"final_{k}": v for k, v in fit.items()}, step=epoch)
+    test = dataset.splits["test"]
+    scores = predict(engine, test, np.arange(len(test)), config["batch_size"], ctx)
+    return regression_metrics(scores, test.labels), engine
+
+
+# ---- Ray Train entry points ------------------------------------------------------------
+
+
+def _ray_context() -> WorkerContext:
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    return WorkerContext(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
+
+
+def _setup(config: dict[str, Any]) -> tuple[MSADataset, WorkerContext, Any]:
+    import ray
+
+    torch.set_num_threads(int(config.get("threads", 1)))
+    dataset = ray.get(config["dataset_ref"][0])
+    ctx = _ray_context()
+    tracker = None
+    if ctx.is_chief and config.get("tracking_uri"):
+        from ray_msa.tracking import Tracker
+
+        tracker = Tracker(config["tracking_uri"])
+    return dataset, ctx, tracker
+
+
+def _checkpoint_report(metrics: dict[str, Any], state: dict[str, Any] | None, ctx: WorkerContext) -> None:
+    import ray.train
+
+    if state is None or not ctx.is_chief:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state, Path(tmp) / "state.pt")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def load_checkpoint_state(checkpoint: Any) -> dict[str, Any] | None:
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / "state.pt", weights_only=True)
+
+
+def cross_validate_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker entry for one trial; resumes from the last Ray checkpoint."""
+    import ray.train
+
+    dataset, ctx, tracker = _setup(config)
+    resume = load_checkpoint_state(ray.train.get_checkpoint())
+    run_cross_validation(config, dataset, lambda m, s: _checkpoint_report(m, s, ctx), ctx, resume, tracker)
+
+
+def final_train_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker entry for the final model; reports test metrics and the weights."""
+    dataset, ctx, tracker = _setup(config)
+    test_metrics, engine = run_final_training(config, dataset, ctx, tracker)
+    state = {"model": engine.model.state_dict()} if ctx.is_chief else None
+    _checkpoint_report({f"test_{k}": v for k, v in test_metrics.items()}, state, ctx)

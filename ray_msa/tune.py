@@ -1,0 +1,84 @@
+"""`python -m ray_msa.tune DATASET`: tune an architecture with cross-validated trials.
+
+Examples:
+    python -m ray_msa.tune mosi                       # embedded CMU-MOSI, defaults
+    python -m ray_msa.tune mosei --data ~/data/MOSEI  # any directory with an MMSA label.csv
+    python -m ray_msa.tune mosi --trials 2 --folds 2 --epochs 1 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ray_msa.errors import InputError, exit_on_input_error
+from ray_msa.metrics import METRICS
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ray_msa.tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", help="mosi, mosei, sims, iemocap (mosi has an embedded copy)")
+    parser.add_argument("--data", help="directory with the dataset's files (default: the embedded copy)")
+    parser.add_argument("--arch", default="mtl", help="architecture (default mtl)")
+    parser.add_argument("--trials", type=int, default=6, help="Optuna trials (default 6)")
+    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds per trial (default 5)")
+    parser.add_argument("--epochs", type=int, help="maximum epochs per fold (default: the search space's fixed max_epochs)")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (default 1)")
+    parser.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: fit the cluster)")
+    parser.add_argument("--engine", choices=("ddp", "deepspeed"), help="training engine (default: deepspeed with GPUs, ddp on CPU)")
+    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument("--metric", default="MAE", choices=METRICS, help="validation metric to optimise (default MAE)")
+    parser.add_argument("--text", default="frozen", choices=("frozen", "finetune"), help="MiniLM frozen (embeddings cached once) or fine-tuned")
+    parser.add_argument("--text-model", default="minilm", help="text LM: the bundled 'minilm' or a Hugging Face name/path")
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"), help="MLflow tracking URI (default sqlite under ./mlruns)")
+    parser.add_argument("--storage", help="Ray results/checkpoints directory (default ./ray_results)")
+    parser.add_argument("--space", help="search-space YAML (default tune_spaces/<arch>.yaml)")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+@exit_on_input_error
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.text_model == "minilm":  # the bundled model never needs the hub
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ray_msa.data import load_dataset
+    from ray_msa.data.text import prepare_text
+    from ray_msa.models import ARCHITECTURES
+    from ray_msa.search_space import load_space
+    from ray_msa.study import StudySettings, default_storage, results_table, run_study
+    from ray_msa.tracking import default_tracking_uri
+
+    if args.arch not in ARCHITECTURES:
+        raise InputError("--arch", args.arch, "unknown architecture", f"use one of {', '.join(sorted(ARCHITECTURES))}")
+    for flag, value in (("--trials", args.trials), ("--folds", args.folds), ("--workers", args.workers), ("--epochs", args.epochs or 1)):
+        if value < (2 if flag == "--folds" else 1):
+            raise InputError(flag, str(value), "too small", f"use {flag} {'2' if flag == '--folds' else '1'} or more")
+    fixed, space = load_space(args.arch, args.space)
+    if args.epochs:
+        fixed["max_epochs"] = args.epochs
+    fixed["text_model"] = args.text_model
+    fixed["finetune_text"] = args.text == "finetune"
+    dataset = prepare_text(load_dataset(args.dataset, args.data), args.text, args.text_model)
+    videos = len(set(dataset.splits["train"].video_ids) | set(dataset.splits["valid"].video_ids))
+    if args.folds > videos:
+        raise InputError("--folds", str(args.folds), f"more folds than the {videos} videos of train+valid", f"use --folds {videos} or fewer")
+    engine = args.engine or ("deepspeed" if args.gpu else "ddp")
+    settings = StudySettings(
+        arch=args.arch, dataset=args.dataset, trials=args.trials, folds=args.folds, workers=args.workers, engine=engine,
+        seed=args.seed, metric=args.metric, tracking_uri=args.tracking_uri or default_tracking_uri(),
+        storage=args.storage or default_storage(), fixed=fixed, space=space, cpus_per_worker=args.cpus_per_worker,
+        use_gpu=args.gpu, text_mode=args.text,
+    )
+    result = run_study(dataset, settings)
+    print()
+    print(f"{args.arch} on {args.dataset}: {result.trials} trials x {args.folds} folds in {result.wall_s / 60:.1f} min")
+    print(results_table(result))
+    print(f"best configuration: {result.best_config}")
+    print(f"MLflow: study run {result.study_run_id} at {settings.tracking_uri}; model {result.model_uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

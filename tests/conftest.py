@@ -1,0 +1,28 @@
+"""Shared fixtures: paths to the real data beside the checkout, offline Hugging Face."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_mosi() -> Path:
+    path = SHARED / "mosi"
+    if not (path / "label.csv").is_file():
+        pytest.skip(f"real CMU-MOSI files not found at {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    """Frozen text embeddings are cached once per session, never in the user's home."""
+    monkeypatch.setenv("RAY_MSA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
