@@ -56,7 +56,7 @@ class StudyResult:
     test: dict[str, float]
     trials: int
     wall_s: float
-    ray_overhead_s: list[float]
+    ray_overhead_s: tuple[float, float]
     model_uri: str
 
 
@@ -83,8 +83,8 @@ def run_trial(config: dict[str, Any], dataset_ref: list, settings: dict[str, Any
     tracker = Tracker(settings["tracking_uri"])
     trial_number = trial_id.rsplit("_", 1)[-1]
     trial_run = tracker.child(settings["study_run_id"], f"trial-{trial_number}", {"role": "trial", "ray_trial_id": trial_id})
-    tracker.params(trial_run, config)
-    loop_config = {**config, **settings["loop"], "trial_run_id": trial_run, "dataset_ref": dataset_ref, "trial_name": f"trial {trial_number}"}
+    tracker.params(trial_run, {**settings["loop"], **config})  # the resolved configuration
+    loop_config = {**settings["loop"], **config, "trial_run_id": trial_run, "dataset_ref": dataset_ref, "trial_name": f"trial {trial_number}"}
     trainer = TorchTrainer(
         cross_validate_worker,
         train_loop_config=loop_config,
@@ -108,7 +108,9 @@ def _study_callback(tracker: Tracker, metric: str, trials_total: int):
 
         def __init__(self) -> None:
             self.started: dict[str, float] = {}
-            self.first_result: dict[str, float] = {}
+            self.worker_started: dict[str, float] = {}
+            self.last_result: dict[str, float] = {}
+            self.timings: list[tuple[float, float]] = []  # (Ray overhead s, trial wall s)
             self.finished = 0
 
         def on_trial_start(self, iteration, trials, trial, **info):
@@ -117,13 +119,14 @@ def _study_callback(tracker: Tracker, metric: str, trials_total: int):
             print(f"== trial {trial.trial_id} started: {shown}", flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.first_result.setdefault(trial.trial_id, time.time())
+            self.worker_started.setdefault(trial.trial_id, result.get("worker_started_at", time.time()))
+            self.last_result[trial.trial_id] = time.time()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.finished += 1
             result = trial.last_result or {}
             run_id = result.get("trial_run_id")
-            stopped = not result.get("done", False)
+            stopped = not result.get("cv_complete", False)  # Tune reserves "done" for itself
             if run_id:
                 if stopped:
                     for child in tracker.children(run_id):
@@ -134,6 +137,10 @@ def _study_callback(tracker: Tracker, metric: str, trials_total: int):
             value = result.get(f"mean_{metric}", float("nan"))
             how = f"stopped by ASHA after epoch {result.get('epoch')}" if stopped else f"finished after epoch {result.get('epoch')}"
             elapsed = time.time() - self.started.get(trial.trial_id, time.time())
+            if trial.trial_id in self.worker_started:
+                startup = self.worker_started[trial.trial_id] - self.started[trial.trial_id]
+                teardown = time.time() - self.last_result[trial.trial_id]
+                self.timings.append((startup + teardown, elapsed))
             print(f"== trial {trial.trial_id} {how}: CV mean {metric} {value:.4f} ({elapsed:.0f}s; {self.finished}/{trials_total} trials)", flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
@@ -143,9 +150,13 @@ def _study_callback(tracker: Tracker, metric: str, trials_total: int):
                 tracker.finish(run_id, "FAILED")
             print(f"== trial {trial.trial_id} failed; see its error file in {trial.local_path}", flush=True)
 
-        def ray_overhead(self) -> list[float]:
-            """Seconds from trial start to its first epoch result, minus nothing: an upper bound."""
-            return [self.first_result[t] - self.started[t] for t in self.first_result if t in self.started]
+        def ray_overhead(self) -> tuple[float, float]:
+            """Ray's share of trial time: (mean seconds before the worker loop starts and
+            after its last report, mean trial wall seconds)."""
+            if not self.timings:
+                return math.nan, math.nan
+            overhead, wall = np.mean(self.timings, axis=0)
+            return float(overhead), float(wall)
 
     return StudyCallback()
 
@@ -224,9 +235,10 @@ def run_study(dataset: MSADataset, settings: StudySettings) -> StudyResult:
     tracker.metrics(study_run, {f"test_{k}": v for k, v in test.items()})
     model_uri = _log_model(tracker, study_run, dataset, {**loop, **best_config}, model_state)
     wall = time.time() - started
-    tracker.metrics(study_run, {"wall_time_s": wall, "trials_run": len(grid)})
+    overhead, trial_wall = callback.ray_overhead()
+    tracker.metrics(study_run, {"wall_time_s": wall, "trials_run": len(grid), "ray_overhead_s_per_trial": overhead, "trial_wall_s": trial_wall})
     tracker.finish(study_run)
-    return StudyResult(study_run, best_config, cv, test, len(grid), wall, callback.ray_overhead(), model_uri)
+    return StudyResult(study_run, best_config, cv, test, len(grid), wall, (overhead, trial_wall), model_uri)
 
 
 def _final_training(dataset_ref: list, config: dict[str, Any], trial_settings: dict[str, Any], study_name: str) -> tuple[dict[str, float], dict]:

@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.arch} on {args.dataset}: {result.trials} trials x {args.folds} folds in {result.wall_s / 60:.1f} min")
     print(results_table(result))
     print(f"best configuration: {result.best_config}")
+    overhead, trial_wall = result.ray_overhead_s
+    print(f"Ray start-up + tear-down per trial: {overhead:.1f}s of {trial_wall:.1f}s ({100 * overhead / trial_wall:.0f}%)")
     print(f"MLflow: study run {result.study_run_id} at {settings.tracking_uri}; model {result.model_uri}")
     return 0
 

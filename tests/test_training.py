@@ -31,7 +31,7 @@ def test_planted_signal_is_learned(planted):
     summary = run_cross_validation(CONFIG, planted, lambda m, s: reports.append(m), WorkerContext())
     baseline = mean_predictor_mae(planted)
     assert summary["mean_MAE"] < 0.6 * baseline, (summary["mean_MAE"], baseline)
-    assert reports[-1]["done"] and reports[-1]["mean_MAE"] == summary["mean_MAE"]
+    assert reports[-1]["cv_complete"] and reports[-1]["mean_MAE"] == summary["mean_MAE"]
     # ASHA sees a non-increasing objective: each fold reports its best epoch so far
     assert all(b["mean_MAE"] <= a["mean_MAE"] + 1e-12 for a, b in zip(reports, reports[1:]))
     test, _ = run_final_training({**CONFIG, "final_epochs": 6}, planted, WorkerContext())

@@ -11,6 +11,7 @@ and also in a plain process (tests, benchmarks) through the same functions.
 from __future__ import annotations
 
 import copy
+import logging
 import sys
 import tempfile
 import time
@@ -190,7 +191,7 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
             progress(f"[{name}] epoch {epoch + 1}/{max_epochs}: best val {metric} by fold {values} | mean {summary[f'mean_{metric}']:.4f} | {time.perf_counter() - started:.1f}s")
         if tracker is not None:
             tracker.metrics(config["trial_run_id"], summary, step=epoch)
-        result = {**summary, "epoch": epoch + 1, "folds_done": sum(f.done for f in folds), "done": all_done,
+        result = {**summary, "epoch": epoch + 1, "folds_done": sum(f.done for f in folds), "cv_complete": all_done,
                   "best_epochs": [f.best_epoch + 1 for f in folds], "trial_run_id": config.get("trial_run_id", "")}
         every = int(config.get("checkpoint_every", 5))
         state = None
@@ -231,9 +232,19 @@ def _ray_context() -> WorkerContext:
     return WorkerContext(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
 
 
+def _quiet_ray_train() -> None:
+    """Ray Train logs every report's full metrics at INFO; progress lines say enough."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+    except ImportError:
+        return
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+
+
 def _setup(config: dict[str, Any]) -> tuple[MSADataset, WorkerContext, Any]:
     import ray
 
+    _quiet_ray_train()
     torch.set_num_threads(int(config.get("threads", 1)))
     dataset = ray.get(config["dataset_ref"][0])
     ctx = _ray_context()
@@ -267,9 +278,10 @@ def cross_validate_worker(config: dict[str, Any]) -> None:
     """Ray Train worker entry for one trial; resumes from the last Ray checkpoint."""
     import ray.train
 
+    started = time.time()  # lets the driver separate Ray's start-up from training time
     dataset, ctx, tracker = _setup(config)
     resume = load_checkpoint_state(ray.train.get_checkpoint())
-    run_cross_validation(config, dataset, lambda m, s: _checkpoint_report(m, s, ctx), ctx, resume, tracker)
+    run_cross_validation(config, dataset, lambda m, s: _checkpoint_report({**m, "worker_started_at": started}, s, ctx), ctx, resume, tracker)
 
 
 def final_train_worker(config: dict[str, Any]) -> None:
