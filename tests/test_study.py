@@ -60,6 +60,7 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
 
     model_runs = client.search_logged_models([study.info.experiment_id])
     assert len(model_runs) == 1
+    mlflow.set_tracking_uri(uri)
     model = mlflow.pytorch.load_model(model_runs[0].model_uri)
     test = prepare_text(load_dataset("mosi"), "frozen").splits["test"]
     batch = next(batches(test, in_order(np.arange(8), 8)))
