@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import tempfile
 import time
 
 import numpy as np
@@ -38,14 +39,16 @@ def bench_worker(config: dict) -> None:
     engine = new_engine(config, dataset, pool, index, 0, ctx)
     train_epoch(engine, pool, index, config, [0, 0, 0], ctx)  # warm-up (DeepSpeed, allocator)
     t0 = time.perf_counter()
-    for epoch in range(config["epochs"]):
+    for epoch in range(config["max_epochs"]):
         train_epoch(engine, pool, index, config, [0, 0, epoch + 1], ctx)
     seconds = time.perf_counter() - t0
-    ray.train.report({
-        "samples_per_s": config["epochs"] * len(index) / seconds,
+    metrics = {
+        "samples_per_s": config["max_epochs"] * len(index) / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "loop_started": started, "loop_ended": time.time(),
-    })
+    }
+    with tempfile.TemporaryDirectory() as tmp:  # Train V2 keeps metrics with a checkpoint only
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if ctx.is_chief else None)
 
 
 def load(name: str, text: str):
@@ -86,9 +89,8 @@ def main() -> None:
     for engine in args.engines.split(","):
         for workers in map(int, args.workers.split(",")):
             per_worker, threads, _ = plan_resources(total, workers, None)
-            config = {**fixed, **hyper, "arch": args.arch, "engine": engine, "batch_size": args.batch_size, "epochs": args.epochs,
+            config = {**fixed, **hyper, "arch": args.arch, "engine": engine, "batch_size": args.batch_size, "max_epochs": args.epochs,
                       "threads": threads, "dataset_ref": dataset_ref, "finetune_text": args.text == "finetune"}
-            config.pop("max_epochs", None)
             fit_started = time.time()
             result = TorchTrainer(bench_worker, train_loop_config=config,
                                   scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": per_worker}),

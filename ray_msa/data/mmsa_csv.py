@@ -51,8 +51,9 @@ def read_label_csv(path: Path, label_range: tuple[float, float] = (-3.0, 3.0)) -
     bad = frame.index[labels.isna() | ~np.isfinite(labels.fillna(0.0))]
     if len(bad):
         row = bad[0]
+        raw = frame.loc[row, "label"]
         raise InputError(
-            path, "label", f"not a finite number at line {row + 2} ({frame.loc[row, 'label']!r})",
+            path, "label", f"not a finite number at line {row + 2} ({'empty' if pd.isna(raw) else repr(str(raw))})",
             "give every segment a numeric sentiment score",
         )
     low, high = label_range
