@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def tune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_MSA_STORAGE": str(cwd / "ray_results")}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow.set_tracking_uri exports it
+    env["RAY_MSA_STORAGE"] = str(cwd / "ray_results")
     return subprocess.run([sys.executable, "-m", "ray_msa.tune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
