@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--trials", args.trials), ("--folds", args.folds), ("--workers", args.workers), ("--epochs", args.epochs or 1)):
         if value < (2 if flag == "--folds" else 1):
             raise InputError(flag, str(value), "too small", f"use {flag} {'2' if flag == '--folds' else '1'} or more")
+    if ARCHITECTURES[args.arch].needs_token_ids and args.text != "finetune":
+        print(f"{args.arch} runs the language model inside the network: using --text finetune")
+        args.text = "finetune"
     fixed, space = load_space(args.arch, args.space)
     if args.epochs:
         fixed["max_epochs"] = args.epochs

@@ -72,3 +72,38 @@ def test_finetuned_minilm_takes_token_ids():
     out = model(b)
     model.loss(out, b)[0].backward()
     assert model.lm.embeddings.word_embeddings.weight.grad is not None
+
+
+BASELINES = {
+    "mult": dict(dim=20, heads=4, layers=2, kernel_text=3, kernel_audio=1, kernel_vision=5),
+    "tfn": dict(text_hidden=8, av_hidden=4, post_fusion=16),
+    "lmf": dict(text_hidden=8, av_hidden=4, rank=3, fusion_dim=8),
+    "lf_dnn": dict(hidden=8, post_fusion=8),
+    "lf_lstm": dict(hidden=8, post_fusion=8),
+    "awf": dict(dim=8, lstm_hidden=8, att_hidden=4),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(BASELINES))
+@pytest.mark.parametrize("shapes", [None, {"text": (2, 16), "audio": (1, 8), "vision": (3, 12)}, {"text": (10, 16)}], ids=["seq", "short", "text-only"])
+def test_baselines_share_the_interface(arch, shapes):
+    ds = make_synthetic(sizes=(8, 4, 4), shapes=shapes)
+    model = build_model(arch, ds.modalities, ds.feature_dims(), BASELINES[arch])
+    b = batch_of(ds)
+    out = model(b)
+    assert out.score.shape == (6,) and torch.isfinite(out.score).all()
+    model.loss(out, b)[0].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("arch", ["mult", "mtl", "lf_lstm", "tfn"])
+def test_padding_values_never_change_outputs(arch):
+    ds = make_synthetic(sizes=(8, 4, 4))
+    config = HP if arch == "mtl" else BASELINES[arch]
+    model = build_model(arch, ds.modalities, ds.feature_dims(), config).eval()
+    b = batch_of(ds, 6)
+    noisy = dict(b)
+    for m in ("text", "audio", "vision"):
+        pad = torch.arange(b[m].size(1))[None, :] >= b[f"{m}_lengths"][:, None]
+        noisy[m] = torch.where(pad.unsqueeze(-1), 100 * torch.randn_like(b[m]), b[m])
+    torch.testing.assert_close(model(b).score, model(noisy).score, rtol=1e-4, atol=1e-4)

@@ -66,6 +66,15 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
     test = prepare_text(load_dataset("mosi"), "frozen").splits["test"]
     batch = next(batches(test, in_order(np.arange(8), 8)))
     assert model(batch).score.shape == (8,)
+    # the comparison table reads the same store
+    from ray_msa.compare import collect, render
+
+    rows = collect(uri, "mosi")
+    assert [(r["arch"], r["dataset"], r["trials"]) for r in rows] == [("mtl", "mosi", 2)]
+    assert rows[0]["test_MAE"] == study.data.metrics["test_MAE"]
+    table = render(rows, "md")
+    assert table.startswith("| arch | dataset |") and "| mtl | mosi | 2 |" in table
+    assert render(rows, "csv").splitlines()[0].startswith("arch,dataset,folds,CV MAE")
 
 
 def test_text_only_label_csv_directory(tmp_path):

@@ -4,11 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from ray_msa.models.awf import AdaptiveWeightFusion
 from ray_msa.models.base import ModelOutput, MSAModel
+from ray_msa.models.cenet import CENet
+from ray_msa.models.lf_dnn import LateFusionDNN
+from ray_msa.models.lf_lstm import LateFusionLSTM
+from ray_msa.models.lmf import LowRankMultimodalFusion
 from ray_msa.models.mtl import MultiTaskSequentialModel
+from ray_msa.models.mult import MultimodalTransformer
+from ray_msa.models.tfn import TensorFusionNetwork
 
 ARCHITECTURES: dict[str, type[MSAModel]] = {
     "mtl": MultiTaskSequentialModel,
+    "awf": AdaptiveWeightFusion,
+    "cenet": CENet,
+    "mult": MultimodalTransformer,
+    "tfn": TensorFusionNetwork,
+    "lmf": LowRankMultimodalFusion,
+    "lf_dnn": LateFusionDNN,
+    "lf_lstm": LateFusionLSTM,
 }
 
 

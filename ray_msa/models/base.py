@@ -23,9 +23,12 @@ class ModelOutput:
 
 
 class MSAModel(nn.Module):
-    """Base class: input normalisation buffers, default L1 loss, no-op training hook."""
+    """Base class: input normalisation buffers, default L1 loss, no-op training hooks."""
 
-    def __init__(self, modalities: tuple[str, ...], feature_dims: dict[str, int]) -> None:
+    needs_token_ids = False  # True: text must enter as token ids (the LM runs inside the model)
+    plot_prefixes: tuple[str, ...] = ()  # per-epoch training metrics worth a plot per fold
+
+    def __init__(self, modalities: tuple[str, ...], feature_dims: dict[str, int], text_model: str = "minilm", finetune_text: bool = False) -> None:
         super().__init__()
         self.modalities = modalities
         self.feature_dims = feature_dims
@@ -33,6 +36,13 @@ class MSAModel(nn.Module):
             if m in modalities:
                 self.register_buffer(f"{m}_mean", torch.zeros(feature_dims[m]))
                 self.register_buffer(f"{m}_std", torch.ones(feature_dims[m]))
+        self.lm = None
+        self.input_dims = dict(feature_dims)  # width of each modality as the network sees it
+        if "text" in modalities and finetune_text:
+            from ray_msa.data.text import load_lm
+
+            self.lm = load_lm(text_model)
+            self.input_dims["text"] = self.lm.config.hidden_size
 
     def set_input_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Store training-data mean/std per modality; applied inside forward, so they ship with the model."""
@@ -40,9 +50,23 @@ class MSAModel(nn.Module):
             getattr(self, f"{m}_mean").copy_(mean)
             getattr(self, f"{m}_std").copy_(std)
 
+    def prepare_from_training_data(self, split, index) -> None:
+        """Data-dependent initialisation (e.g. vocabularies) from the training samples only."""
+        return None
+
     def normalised(self, batch: dict[str, torch.Tensor], modality: str) -> torch.Tensor:
         x = batch[modality]
         return (x - getattr(self, f"{modality}_mean")) / getattr(self, f"{modality}_std")
+
+    def text_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Text as (B, L, D): given features, or the fine-tuned LM's last hidden states."""
+        if self.lm is None:
+            return batch["text"]
+        return self.lm(input_ids=batch["text_ids"], attention_mask=batch["text_mask"]).last_hidden_state
+
+    def sequences(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Every modality as (normalised sequence (B, L, D), lengths (B,))."""
+        return {m: (self.text_states(batch) if m == "text" else self.normalised(batch, m), batch[f"{m}_lengths"]) for m in self.modalities}
 
     def loss(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         loss = F.l1_loss(output.score, batch["labels"])

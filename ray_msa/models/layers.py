@@ -42,3 +42,53 @@ class FeedForwardBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x + self.drop(self.net(x)))
+
+
+def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero every position at or past its sequence's length, so padding values never leak."""
+    return x.masked_fill(padding_mask(lengths, x.size(1)).unsqueeze(-1), 0.0)
+
+
+def last_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, D): the state at each sequence's last real position."""
+    index = (lengths.clamp(min=1, max=x.size(1)) - 1).view(-1, 1, 1).expand(-1, 1, x.size(-1))
+    return x.gather(1, index).squeeze(1)
+
+
+class LSTMEncoder(nn.Module):
+    """Single-layer LSTM over packed sequences; returns the final hidden state (B, hidden)."""
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float = 0.0, bidirectional: bool = False) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True, bidirectional=bidirectional)
+        self.drop = nn.Dropout(dropout)
+        self.out_dim = hidden * (2 if bidirectional else 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        from torch.nn.utils.rnn import pack_padded_sequence
+
+        packed = pack_padded_sequence(x, lengths.clamp(min=1, max=x.size(1)).cpu(), batch_first=True, enforce_sorted=False)
+        _, (h, _) = self.lstm(packed)
+        return self.drop(torch.cat(list(h), dim=-1))
+
+
+class PooledSubNet(nn.Module):
+    """Masked mean over time, then a small MLP: the utterance encoder of TFN, LMF and LF-DNN."""
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        )
+        self.out_dim = hidden
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.net(masked_mean(x, padding_mask(lengths, x.size(1))))
+
+
+def utterance_encoders(dims: dict[str, int], hidden: dict[str, int], dropout: float, text_lstm: bool) -> nn.ModuleDict:
+    """Per-modality encoders to one vector each; text may use an LSTM (as TFN/LMF do)."""
+    return nn.ModuleDict({
+        m: LSTMEncoder(d, hidden[m], dropout) if (m == "text" and text_lstm) else PooledSubNet(d, hidden[m], dropout)
+        for m, d in dims.items()
+    })

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.layers import AttentionBlock, FeedForwardBlock, masked_mean, padding_mask
+from ray_msa.models.layers import AttentionBlock, FeedForwardBlock, masked_mean, padding_mask, zero_padding
 
 TASKS = ("score", "polarity", "intensity")
 
@@ -40,6 +40,7 @@ class ModalityEncoder(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = zero_padding(x, lengths)
         if x.size(1) < self.kernel_size:
             x = F.pad(x, (0, 0, 0, self.kernel_size - x.size(1)))
         h = self.drop(F.relu(self.conv(x.transpose(1, 2))).transpose(1, 2))
@@ -96,15 +97,9 @@ class MultiTaskSequentialModel(MSAModel):
         text_model: str = "minilm",
         finetune_text: bool = False,
     ) -> None:
-        super().__init__(modalities, feature_dims)
+        super().__init__(modalities, feature_dims, text_model, finetune_text)
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
-        self.lm = None
-        dims = dict(feature_dims)
-        if "text" in modalities and finetune_text:
-            from ray_msa.data.text import load_lm
-
-            self.lm = load_lm(text_model)
-            dims["text"] = self.lm.config.hidden_size
+        dims = self.input_dims
         dim = 2 * hidden
         self.encoders = nn.ModuleDict({m: ModalityEncoder(dims[m], heads, ffn, dropout, hidden=hidden) for m in modalities})
         self.pairs = list(combinations(modalities, 2))
@@ -112,16 +107,8 @@ class MultiTaskSequentialModel(MSAModel):
         self.project = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, dim), nn.Tanh()) for m in modalities})
         self.heads = nn.ModuleDict({t: TaskHead(dim, dim // 2, dropout) for t in TASKS})
 
-    def text_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.lm is None:
-            return batch["text"]
-        return self.lm(input_ids=batch["text_ids"], attention_mask=batch["text_mask"]).last_hidden_state
-
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
-        encoded = {}
-        for m in self.modalities:
-            x = self.text_states(batch) if m == "text" else self.normalised(batch, m)
-            encoded[m] = self.encoders[m](x, batch[f"{m}_lengths"])
+        encoded = {m: self.encoders[m](x, lengths) for m, (x, lengths) in self.sequences(batch).items()}
         shared = [self.project[m](masked_mean(*encoded[m])) for m in self.modalities]
         shared += [self.cross[f"{a}_{b}"](*encoded[a], *encoded[b]) for a, b in self.pairs]
         shared = torch.stack(shared, dim=1)  # (B, K, dim)

@@ -85,6 +85,7 @@ def new_engine(config: dict[str, Any], dataset: MSADataset, split: Split, train_
     torch.manual_seed(seed)
     model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config))
     model.set_input_stats(input_stats(split, train_idx, dataset.modalities))
+    model.prepare_from_training_data(split, train_idx)
     return make_engine(config.get("engine", "ddp"), model, config, ctx.device)
 
 

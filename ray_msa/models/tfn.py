@@ -1,0 +1,41 @@
+"""Tensor Fusion Network (Zadeh et al., EMNLP 2017).
+
+Each modality becomes one vector (text: LSTM; audio, vision: mean over time + MLP); a 1
+is appended to each and their outer product holds every unimodal, bimodal and trimodal
+interaction; a post-fusion MLP maps the flattened tensor to the score.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ray_msa.models.base import ModelOutput, MSAModel
+from ray_msa.models.layers import utterance_encoders
+
+
+def with_one(z: torch.Tensor) -> torch.Tensor:
+    return torch.cat([z, torch.ones(z.size(0), 1, dtype=z.dtype, device=z.device)], dim=-1)
+
+
+class TensorFusionNetwork(MSAModel):
+    def __init__(
+        self, modalities: tuple[str, ...], feature_dims: dict[str, int], text_hidden: int = 64, av_hidden: int = 16,
+        post_fusion: int = 64, dropout: float = 0.2, text_model: str = "minilm", finetune_text: bool = False,
+    ) -> None:
+        super().__init__(modalities, feature_dims, text_model, finetune_text)
+        hidden = {m: text_hidden if m == "text" else av_hidden for m in modalities}
+        self.encoders = utterance_encoders(self.input_dims, hidden, dropout, text_lstm=True)
+        fused = 1
+        for m in modalities:
+            fused *= hidden[m] + 1
+        self.post = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(fused, post_fusion), nn.ReLU(), nn.Linear(post_fusion, post_fusion), nn.ReLU(), nn.Linear(post_fusion, 1),
+        )
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        tensor = None
+        for m, (x, lengths) in self.sequences(batch).items():
+            z = with_one(self.encoders[m](x, lengths))
+            tensor = z if tensor is None else torch.einsum("bi,bj->bij", tensor, z).flatten(1)
+        return ModelOutput(score=self.post(tensor).squeeze(-1))
