@@ -1,8 +1,8 @@
 """Each paper's mechanism, not only shapes."""
 
 import numpy as np
-from sklearn.cluster import KMeans
 import torch
+from sklearn.cluster import KMeans
 
 from ray_msa.data.synthetic import make_synthetic
 from ray_msa.models import build_model
