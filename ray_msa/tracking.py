@@ -92,6 +92,27 @@ class Tracker:
     def tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def plot_history(self, run_id: str, history: list[dict[str, float]], prefixes: tuple[str, ...]) -> None:
+        """One PNG artifact per prefix: every metric starting with it, over epochs."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        for prefix in prefixes:
+            names = sorted({k for row in history for k in row if k.startswith(f"train_{prefix}")})
+            if not names:
+                continue
+            fig, ax = plt.subplots(figsize=(5, 3.2))
+            for name in names:
+                ax.plot(range(1, len(history) + 1), [row.get(name, math.nan) for row in history], marker="o", label=name[len("train_"):])
+            ax.set_xlabel("epoch")
+            ax.set_title(f"{prefix.rstrip('_')} per epoch")
+            ax.legend()
+            fig.tight_layout()
+            self.client.log_figure(run_id, fig, f"{prefix.rstrip('_')}_over_epochs.png")
+            plt.close(fig)
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
 

@@ -28,7 +28,8 @@ def make_synthetic(
     videos_per_split: tuple[int, int, int] | None = None,
     name: str = "synthetic",
 ) -> MSADataset:
-    """Sequences of random lengths around a per-sample latent z: every frame of modality m
+    """Sequences whose lengths follow one per-sample duration (as real utterances do), around
+    a per-sample latent z: every frame of modality m
     is `signal[m] * z P_m + N(0, 1)`, and the label is a fixed linear function of z.
     `signal` sets how much each modality reveals (0: pure noise)."""
     shapes = shapes or {"text": (20, 16), "audio": (30, 8), "vision": (25, 12)}
@@ -43,8 +44,9 @@ def make_synthetic(
         arrays: dict[str, np.ndarray] = {}
         z = rng.normal(size=(n, latent))
         score = z @ readout
+        duration = rng.uniform(0.05, 1.0, size=n)  # one utterance duration drives every modality's length
         for m, (length, dim) in shapes.items():
-            lengths = rng.integers(1, length + 1, size=n)
+            lengths = np.clip(np.ceil(duration * length * rng.uniform(0.8, 1.0, size=n)), 1, length).astype(np.int64)
             x = (signal.get(m, 0.0) * (z @ projections[m])[:, None, :] + rng.normal(size=(n, length, dim))).astype(np.float32)
             x[np.arange(length)[None, :] >= lengths[:, None]] = 0.0
             arrays[m], arrays[f"{m}_lengths"] = x, lengths.astype(np.int64)

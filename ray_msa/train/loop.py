@@ -66,9 +66,10 @@ class Fold:
     bad_epochs: int = 0
     done: bool = False
     run_id: str | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
 
     def progress(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("best_value", "best_epoch", "best_metrics", "bad_epochs", "done")}
+        return {k: getattr(self, k) for k in ("best_value", "best_epoch", "best_metrics", "bad_epochs", "done", "history")}
 
 
 def progress(message: str) -> None:
@@ -171,6 +172,7 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
         started = time.perf_counter()
         for fold in (f for f in folds if not f.done):
             fit = train_epoch(fold.engine, pool, fold.train_idx, config, [seed, fold.index, epoch], ctx)
+            fold.history.append(fit)
             val = regression_metrics(predict(fold.engine, pool, fold.val_idx, config["batch_size"], ctx), pool.labels[fold.val_idx])
             if is_better(metric, val[metric], fold.best_value):
                 fold.best_value, fold.best_epoch, fold.best_metrics, fold.bad_epochs = val[metric], epoch, val, 0
@@ -184,6 +186,7 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
                 tracker.metrics(fold.run_id, {**fit, **{f"val_{k}": v for k, v in val.items()}}, step=epoch)
                 if fold.done:
                     tracker.metrics(fold.run_id, {**fold.best_metrics, "best_epoch": fold.best_epoch + 1})
+                    tracker.plot_history(fold.run_id, fold.history, fold.engine.model.plot_prefixes)
                     tracker.finish(fold.run_id)
         summary = fold_summary(folds)
         all_done = all(f.done for f in folds)
