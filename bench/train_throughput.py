@@ -51,8 +51,8 @@ def bench_worker(config: dict) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if ctx.is_chief else None)
 
 
-MMSA_MULT_MOSI = dict(dim=50, heads=10, layers=4, kernel_text=5, kernel_audio=5, kernel_vision=5, attn_dropout=0.3,
-                      relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.2, out_dropout=0.5)
+MMSA_MULT_MOSI = dict(dim=50, heads=10, layers=4, kernel_text=5, kernel_audio=5, kernel_vision=5, attn_dropout=0.3, attn_dropout_audio=0.2,
+                      attn_dropout_vision=0.0, relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.2, out_dropout=0.5)
 
 
 def time_steps(step, batches: list, repeats: int = 1) -> float:
@@ -74,15 +74,16 @@ def versus_mmsa_mult(dataset, n_batches: int, threads: int) -> None:
 
     from ray_msa.data.folds import development_pool
     from ray_msa.models import build_model
-    from ray_msa.train.batches import batches, in_order, length_bucketed, sequence_lengths
+    from ray_msa.train.batches import batches, length_bucketed, sequence_lengths
 
     torch.set_num_threads(threads)
     pool = development_pool(dataset)
     rng = np.random.default_rng(0)
-    index = rng.permutation(len(pool))[: 16 * (n_batches + 1)]
+    # the batches an epoch of our loop would draw (shuffled, length-bucketed), first n+1 of them
+    groups = length_bucketed(rng.permutation(len(pool)), sequence_lengths(pool), 16, rng)[: n_batches + 1]
     ours = build_model("mult", dataset.modalities, dataset.feature_dims(), MMSA_MULT_MOSI)
-    ours_batches = list(batches(pool, length_bucketed(index, sequence_lengths(pool), 16, rng)))
-    full_batches = list(batches(pool, in_order(index, 16)))
+    ours_batches = list(batches(pool, groups))
+    full_batches = list(batches(pool, groups))
     optimizer = torch.optim.Adam(ours.parameters(), lr=2e-3)
 
     def ours_step(b):
@@ -105,7 +106,7 @@ def versus_mmsa_mult(dataset, n_batches: int, threads: int) -> None:
         their_optimizer.step()
         their_optimizer.zero_grad()
 
-    for b, rows in zip(full_batches, in_order(index, 16)):  # MMSA feeds every sequence at its full padded length
+    for b, rows in zip(full_batches, groups):  # the same samples, at the full padded length MMSA feeds
         for m in ("text", "audio", "vision"):
             b[f"{m}_full"] = torch.from_numpy(getattr(pool, m)[rows]).float()
     theirs.train()
