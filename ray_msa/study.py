@@ -186,59 +186,61 @@ def run_study(dataset: MSADataset, settings: StudySettings) -> StudyResult:
         **{f"space.{k}": v for k, v in settings.space.items()},
     })
     print(f"study {study_name}: {dataset.summary()}; fingerprint {fingerprint}; MLflow {settings.tracking_uri} run {study_run}", flush=True)
+    try:
+        if not ray.is_initialized():
+            ray.init(log_to_driver=True, logging_level="WARNING")  # the dashboard (127.0.0.1) serves the State API Ray Train uses to clean up
+        total_cpus = ray.cluster_resources().get("CPU", 1.0)
+        per_worker, threads, concurrent = plan_resources(total_cpus, settings.workers, settings.cpus_per_worker)
+        worker_resources = {"CPU": per_worker, **({"GPU": 1} if settings.use_gpu else {})}
+        dataset_ref = [ray.put(dataset)]
+        loop = {"arch": settings.arch, "engine": settings.engine, "folds": settings.folds, "seed": settings.seed, "metric": settings.metric,
+                "threads": threads, "tracking_uri": settings.tracking_uri, **settings.fixed}
+        trial_settings = {
+            "tracking_uri": settings.tracking_uri, "study_run_id": study_run, "study_name": study_name, "loop": loop,
+            "workers": settings.workers, "use_gpu": settings.use_gpu, "worker_resources": worker_resources,
+            "storage": settings.storage, "max_failures": settings.max_failures,
+        }
+        print(f"resources: {total_cpus:g} CPUs; {settings.workers} worker(s) x {per_worker:g} CPU ({threads} threads); {concurrent} concurrent trial(s)", flush=True)
+        objective = f"mean_{settings.metric}"
+        max_epochs = int(settings.fixed["max_epochs"])
+        callback = _study_callback(tracker, settings.metric, settings.trials)
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(run_trial, dataset_ref=dataset_ref, settings=trial_settings), {"cpu": TRIAL_CPU}),
+            param_space=settings.space,
+            tune_config=tune.TuneConfig(
+                metric=objective,
+                mode=settings.mode,
+                num_samples=settings.trials,
+                max_concurrent_trials=concurrent,
+                search_alg=OptunaSearch(sampler=TPESampler(seed=settings.seed, n_startup_trials=max(2, min(5, settings.trials // 3)))),
+                scheduler=ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(2, max_epochs), reduction_factor=2),
+            ),
+            run_config=tune.RunConfig(name=study_name, storage_path=settings.storage, callbacks=[callback], verbose=0),
+        )
+        grid = tuner.fit()
+        completed = [r for r in grid if r.metrics and objective in r.metrics]
+        if not completed:
+            errors = [str(r.error) for r in grid if r.error]
+            raise RuntimeError(f"no trial reported {objective}; first error: {errors[0] if errors else 'none'}")
+        best = grid.get_best_result(metric=objective, mode=settings.mode, scope="last")
+        best_config = {k: v for k, v in best.config.items()}
+        cv = {k: float(v) for k, v in best.metrics.items() if k.startswith(("mean_", "std_"))}
+        final_epochs = max(1, int(round(float(np.mean(best.metrics["best_epochs"])))))
+        tracker.params(study_run, {f"best.{k}": v for k, v in best_config.items()} | {"final_epochs": final_epochs})
+        tracker.metrics(study_run, {f"cv_{k}": v for k, v in cv.items()})
+        print(f"best trial: CV mean {settings.metric} {cv[objective]:.4f}; retraining on train+valid for {final_epochs} epochs", flush=True)
 
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True, logging_level="WARNING")  # the dashboard (127.0.0.1) serves the State API Ray Train uses to clean up
-    total_cpus = ray.cluster_resources().get("CPU", 1.0)
-    per_worker, threads, concurrent = plan_resources(total_cpus, settings.workers, settings.cpus_per_worker)
-    worker_resources = {"CPU": per_worker, **({"GPU": 1} if settings.use_gpu else {})}
-    dataset_ref = [ray.put(dataset)]
-    loop = {"arch": settings.arch, "engine": settings.engine, "folds": settings.folds, "seed": settings.seed, "metric": settings.metric,
-            "threads": threads, "tracking_uri": settings.tracking_uri, **settings.fixed}
-    trial_settings = {
-        "tracking_uri": settings.tracking_uri, "study_run_id": study_run, "study_name": study_name, "loop": loop,
-        "workers": settings.workers, "use_gpu": settings.use_gpu, "worker_resources": worker_resources,
-        "storage": settings.storage, "max_failures": settings.max_failures,
-    }
-    print(f"resources: {total_cpus:g} CPUs; {settings.workers} worker(s) x {per_worker:g} CPU ({threads} threads); {concurrent} concurrent trial(s)", flush=True)
-    objective = f"mean_{settings.metric}"
-    max_epochs = int(settings.fixed["max_epochs"])
-    callback = _study_callback(tracker, settings.metric, settings.trials)
-    tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(run_trial, dataset_ref=dataset_ref, settings=trial_settings), {"cpu": TRIAL_CPU}),
-        param_space=settings.space,
-        tune_config=tune.TuneConfig(
-            metric=objective,
-            mode=settings.mode,
-            num_samples=settings.trials,
-            max_concurrent_trials=concurrent,
-            search_alg=OptunaSearch(sampler=TPESampler(seed=settings.seed, n_startup_trials=max(2, min(5, settings.trials // 3)))),
-            scheduler=ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(2, max_epochs), reduction_factor=2),
-        ),
-        run_config=tune.RunConfig(name=study_name, storage_path=settings.storage, callbacks=[callback], verbose=0),
-    )
-    grid = tuner.fit()
-    completed = [r for r in grid if r.metrics and objective in r.metrics]
-    if not completed:
-        tracker.finish(study_run, "FAILED")
-        errors = [str(r.error) for r in grid if r.error]
-        raise RuntimeError(f"no trial reported {objective}; first error: {errors[0] if errors else 'none'}")
-    best = grid.get_best_result(metric=objective, mode=settings.mode, scope="last")
-    best_config = {k: v for k, v in best.config.items()}
-    cv = {k: float(v) for k, v in best.metrics.items() if k.startswith(("mean_", "std_"))}
-    final_epochs = max(1, int(round(float(np.mean(best.metrics["best_epochs"])))))
-    tracker.params(study_run, {f"best.{k}": v for k, v in best_config.items()} | {"final_epochs": final_epochs})
-    tracker.metrics(study_run, {f"cv_{k}": v for k, v in cv.items()})
-    print(f"best trial: CV mean {settings.metric} {cv[objective]:.4f}; retraining on train+valid for {final_epochs} epochs", flush=True)
-
-    test, model_state = _final_training(dataset_ref, {**loop, **best_config, "final_epochs": final_epochs, "study_run_id": study_run}, trial_settings, study_name)
-    tracker.metrics(study_run, {f"test_{k}": v for k, v in test.items()})
-    model_uri = _log_model(tracker, study_run, dataset, {**loop, **best_config}, model_state)
-    wall = time.time() - started
-    overhead, trial_wall = callback.ray_overhead()
-    tracker.metrics(study_run, {"wall_time_s": wall, "trials_run": len(grid), "ray_overhead_s_per_trial": overhead, "trial_wall_s": trial_wall})
-    tracker.finish(study_run)
-    return StudyResult(study_run, best_config, cv, test, len(grid), wall, (overhead, trial_wall), model_uri)
+        test, model_state = _final_training(dataset_ref, {**loop, **best_config, "final_epochs": final_epochs, "study_run_id": study_run}, trial_settings, study_name)
+        tracker.metrics(study_run, {f"test_{k}": v for k, v in test.items()})
+        model_uri = _log_model(tracker, study_run, dataset, {**loop, **best_config}, model_state)
+        wall = time.time() - started
+        overhead, trial_wall = callback.ray_overhead()
+        tracker.metrics(study_run, {"wall_time_s": wall, "trials_run": len(grid), "ray_overhead_s_per_trial": overhead, "trial_wall_s": trial_wall})
+        tracker.finish(study_run)
+        return StudyResult(study_run, best_config, cv, test, len(grid), wall, (overhead, trial_wall), model_uri)
+    except BaseException as err:  # a failed or interrupted study is never left RUNNING
+        tracker.finish(study_run, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
 
 
 def _final_training(dataset_ref: list, config: dict[str, Any], trial_settings: dict[str, Any], study_name: str) -> tuple[dict[str, float], dict]:

@@ -61,6 +61,10 @@ class Engine:
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         return self.wrapped(batch)
 
+    def predict(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        """Inference on the bare model: no DDP collectives, so shards may differ in size."""
+        return self.model(batch)
+
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 
@@ -96,10 +100,17 @@ class DeepSpeedEngine(Engine):
         self.grad_clip = grad_clip
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        return self._in_model_dtype(self.ds, batch)
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        return self._in_model_dtype(self.ds.module, batch)
+
+    def _in_model_dtype(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        """bf16/fp16 engines get inputs in their dtype; outputs come back as float32."""
         dtype = next((p.dtype for p in self.ds.module.parameters()), torch.float32)
         if dtype != torch.float32:
             batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
-        output = self.ds(batch)
+        output = module(batch)
         if output.score.dtype != torch.float32:
             output = ModelOutput(output.score.float(), {k: v.float() for k, v in output.extras.items()})
         return output

@@ -124,7 +124,7 @@ def predict(engine: Engine, split: Split, index: np.ndarray, batch_size: int, ct
     positions = shard(np.arange(len(index)), ctx.rank, ctx.world, pad=False)
     positions = positions[np.argsort(sequence_lengths(split)[index[positions]], kind="stable")]
     groups = in_order(index[positions], batch_size)
-    scores = [engine.model(to_device(b, ctx.device)).score.float().cpu().numpy() for b in batches(split, groups)]
+    scores = [engine.predict(to_device(b, ctx.device)).score.float().cpu().numpy() for b in batches(split, groups)]
     local = (positions, np.concatenate(scores) if scores else np.zeros(0, np.float32))
     parts = [local]
     if ctx.world > 1:
