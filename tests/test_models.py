@@ -107,3 +107,15 @@ def test_padding_values_never_change_outputs(arch):
         pad = torch.arange(b[m].size(1))[None, :] >= b[f"{m}_lengths"][:, None]
         noisy[m] = torch.where(pad.unsqueeze(-1), 100 * torch.randn_like(b[m]), b[m])
     torch.testing.assert_close(model(b).score, model(noisy).score, rtol=1e-4, atol=1e-4)
+
+
+def test_mult_chunked_attention_matches_one_block(monkeypatch):
+    import ray_msa.models.mult as mult
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 4, 300, 8), torch.randn(2, 4, 200, 8), torch.randn(2, 4, 200, 8)
+    allowed = torch.rand(2, 1, 1, 200) > 0.2
+    monkeypatch.setattr(mult, "CHUNK_BYTES", 10_000)  # forces blocks of a few query rows
+    chunked = mult.attention(q, k, v, allowed, dropout=1e-9)  # > 0 takes the chunked path, drops nothing
+    whole = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)

@@ -13,8 +13,8 @@ frames are zeroed before the convolution (no padding value can leak in), batches
 trimmed to their longest sequence (and the loop batches similar lengths together), and
 attention runs through PyTorch's fused scaled-dot-product kernel in batch-first layout
 (no transposes per layer). On CPU that kernel is a flash-attention kernel only without
-attention-weight dropout; with it PyTorch falls back to the materialising path, about 3x
-slower, so `attn_dropout*: 0` is the fast setting.
+attention-weight dropout; with dropout it materialises the scores, so queries are then
+processed in blocks small enough for the allocator to reuse (see `attention`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,20 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.T
     return table
 
 
+CHUNK_BYTES = 16 * 2**20  # keep each materialised score block under glibc's mmap threshold
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, dropout: float) -> torch.Tensor:
+    """Fused attention. With attention dropout PyTorch's CPU kernel materialises the
+    (B, H, Lq, Lk) scores; large blocks are then mmapped and page-faulted on every call,
+    so queries are split into blocks that stay in the allocator's reusable heap."""
+    rows = q.size(0) * q.size(1) * k.size(2) * 4
+    if dropout == 0.0 or q.is_cuda or rows * q.size(2) <= CHUNK_BYTES:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+    block = max(1, CHUNK_BYTES // rows)
+    return torch.cat([F.scaled_dot_product_attention(q[:, :, i : i + block], k, v, attn_mask=allowed, dropout_p=dropout) for i in range(0, q.size(2), block)], dim=2)
+
+
 class TransformerLayer(nn.Module):
     """Pre-LayerNorm layer: (cross-)attention then ReLU FFN, each with a residual."""
 
@@ -57,7 +71,7 @@ class TransformerLayer(nn.Module):
         kv_in = q_in if source is None else self.norm_kv(source)
         q = self.q(q_in).view(b, lq, self.heads, -1).transpose(1, 2)
         k, v = self.kv(kv_in).view(b, kv_in.size(1), 2, self.heads, -1).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=self.attn_dropout if self.training else 0.0)
+        attn = attention(q, k, v, allowed, self.attn_dropout if self.training else 0.0)
         x = x + self.res_drop(self.o(attn.transpose(1, 2).reshape(b, lq, d)))
         return x + self.res_drop(self.ffn(self.norm_ffn(x)))
 
