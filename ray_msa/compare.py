@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from ray_msa.errors import InputError, exit_on_input_error
-from ray_msa.metrics import METRICS
+from ray_msa.metrics import ALL_METRICS
 
 EXPERIMENT_PREFIX = "ray_msa-"
 
@@ -47,14 +47,17 @@ def collect(tracking_uri: str, dataset: str | None = None) -> list[dict]:
         m = run.data.metrics
         row = {"arch": key[0], "dataset": key[1], "trials": int(m.get("trials_run", 0)), "wall_min": m.get("wall_time_s", math.nan) / 60,
                "folds": run.data.params.get("folds", "?"), "run_id": run.info.run_id}
-        for name in METRICS:
+        for name in (n for n in ALL_METRICS if f"test_{n}" in m or f"cv_mean_{n}" in m):
             row[f"cv_{name}"] = (m.get(f"cv_mean_{name}", math.nan), m.get(f"cv_std_{name}", math.nan))
             row[f"test_{name}"] = m.get(f"test_{name}", math.nan)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["dataset"], r["arch"]))
 
 
-def render(rows: list[dict], fmt: str, metrics: tuple[str, ...] = METRICS) -> str:
+def render(rows: list[dict], fmt: str, metrics: tuple[str, ...] | None = None) -> str:
+    """Rows of different datasets may have different metrics (MOSI vs SIMS vs IEMOCAP): show the union."""
+    metrics = metrics or tuple(n for n in ALL_METRICS if any(f"test_{n}" in r for r in rows))
+    rows = [{**{f"cv_{n}": (math.nan, math.nan) for n in metrics}, **{f"test_{n}": math.nan for n in metrics}, **r} for r in rows]
     header = ["arch", "dataset", "folds"] + [f"CV {n}" for n in metrics] + [f"test {n}" for n in metrics] + ["trials", "wall min"]
     body = [
         [r["arch"], r["dataset"], r["folds"]]

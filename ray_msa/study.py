@@ -268,7 +268,7 @@ def _log_model(tracker: Tracker, run_id: str, dataset: MSADataset, config: dict[
     from ray_msa.models import build_model
     from ray_msa.train.loop import model_config
 
-    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config))
+    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config), dataset.outputs)
     model.load_state_dict(state)
     model.eval()
     mlflow.set_tracking_uri(tracker.uri)

@@ -13,7 +13,7 @@ import os
 import sys
 
 from ray_msa.errors import InputError, exit_on_input_error
-from ray_msa.metrics import METRICS
+from ray_msa.metrics import ALL_METRICS, DEFAULT_METRIC, METRIC_SETS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,8 +28,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: fit the cluster)")
     parser.add_argument("--engine", choices=("ddp", "deepspeed"), help="training engine (default: deepspeed with GPUs, ddp on CPU)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    parser.add_argument("--metric", default="MAE", choices=METRICS, help="validation metric to optimise (default MAE)")
-    parser.add_argument("--text", default="frozen", choices=("frozen", "finetune"), help="MiniLM frozen (embeddings cached once) or fine-tuned")
+    parser.add_argument("--metric", choices=ALL_METRICS, help="validation metric to optimise (default MAE; Mean_F1 for IEMOCAP)")
+    parser.add_argument("--text", default="frozen", choices=("frozen", "finetune", "features"),
+                        help="MiniLM frozen (embeddings cached once), fine-tuned, or the text features the source ships (default frozen)")
     parser.add_argument("--text-model", default="minilm", help="text LM: the bundled 'minilm' or a Hugging Face name/path")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"), help="MLflow tracking URI (default sqlite under ./mlruns)")
     parser.add_argument("--storage", help="Ray results/checkpoints directory (default ./ray_results)")
@@ -63,21 +64,29 @@ def main(argv: list[str] | None = None) -> int:
         fixed["max_epochs"] = args.epochs
     fixed["text_model"] = args.text_model
     fixed["finetune_text"] = args.text == "finetune"
-    dataset = prepare_text(load_dataset(args.dataset, args.data), args.text, args.text_model)
+    dataset = load_dataset(args.dataset, args.data)
+    if args.text == "frozen" and dataset.splits["train"].raw_text is None and dataset.splits["train"].text_ids is None:
+        print(f"{dataset.source} has text features but no transcripts: using --text features")
+        args.text = "features"
+        fixed["finetune_text"] = False
+    dataset = prepare_text(dataset, args.text, args.text_model)
+    metric = args.metric or DEFAULT_METRIC[dataset.metric_set]
+    if metric not in METRIC_SETS[dataset.metric_set]:
+        raise InputError("--metric", metric, f"not a metric of {args.dataset}", f"use one of {', '.join(METRIC_SETS[dataset.metric_set])}")
     videos = len(set(dataset.splits["train"].video_ids) | set(dataset.splits["valid"].video_ids))
     if args.folds > videos:
         raise InputError("--folds", str(args.folds), f"more folds than the {videos} videos of train+valid", f"use --folds {videos} or fewer")
     engine = args.engine or ("deepspeed" if args.gpu else "ddp")
     settings = StudySettings(
         arch=args.arch, dataset=args.dataset, trials=args.trials, folds=args.folds, workers=args.workers, engine=engine,
-        seed=args.seed, metric=args.metric, tracking_uri=args.tracking_uri or default_tracking_uri(),
+        seed=args.seed, metric=metric, tracking_uri=args.tracking_uri or default_tracking_uri(),
         storage=args.storage or default_storage(), fixed=fixed, space=space, cpus_per_worker=args.cpus_per_worker,
         use_gpu=args.gpu, text_mode=args.text,
     )
     result = run_study(dataset, settings)
     print()
     print(f"{args.arch} on {args.dataset}: {result.trials} trials x {args.folds} folds in {result.wall_s / 60:.1f} min")
-    print(results_table(result))
+    print(results_table(result, METRIC_SETS[dataset.metric_set]))
     print(f"best configuration: {result.best_config}")
     overhead, trial_wall = result.ray_overhead_s
     print(f"Ray start-up + tear-down per trial: {overhead:.1f}s of {trial_wall:.1f}s ({100 * overhead / trial_wall:.0f}%)")

@@ -23,7 +23,7 @@ class Split:
 
     ids: np.ndarray  # (N,) str, "video$_$clip" as MMSA writes them
     video_ids: np.ndarray  # (N,) str, the grouping key for cross-validation
-    labels: np.ndarray  # (N,) float32 sentiment score
+    labels: np.ndarray  # (N,) float32 sentiment score, or (N, 4) int64 binary emotions (IEMOCAP)
     raw_text: np.ndarray | None = None  # (N,) str
     text_ids: np.ndarray | None = None  # (N, L) int64 token ids
     text_mask: np.ndarray | None = None  # (N, L) int64 attention mask
@@ -33,6 +33,7 @@ class Split:
     audio_lengths: np.ndarray | None = None
     vision: np.ndarray | None = None  # (N, Lv, Dv) float32
     vision_lengths: np.ndarray | None = None
+    unimodal_labels: np.ndarray | None = None  # (N, 3) float32 text/audio/vision scores (CH-SIMS)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -42,8 +43,8 @@ class Split:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
     def take(self, index: np.ndarray) -> Split:
-        """A new split holding the samples at `index`, in that order."""
-        return Split(**{k: v[index] for k, v in self.arrays().items()})
+        """A new split holding the samples at `index`, in that order (lazy arrays stay lazy)."""
+        return Split(**{k: v.take_rows(index) if hasattr(v, "take_rows") else v[index] for k, v in self.arrays().items()})
 
     @staticmethod
     def concat(parts: list[Split]) -> Split:
@@ -52,7 +53,11 @@ class Split:
         out = {}
         for name in names:
             arrays = [getattr(p, name) for p in parts]
-            if arrays[0].ndim >= 2 and name not in ("ids", "video_ids", "labels", "raw_text"):
+            if all(hasattr(a, "take_rows") for a in arrays) and len({a.path for a in arrays}) == 1:
+                out[name] = type(arrays[0]).concat(arrays)  # rows of the same cache file: stays lazy
+                continue
+            arrays = [np.asarray(a) for a in arrays]
+            if arrays[0].ndim >= 2 and name not in ("ids", "video_ids", "labels", "raw_text", "unimodal_labels"):
                 longest = max(a.shape[1] for a in arrays)
                 arrays = [_pad_time(a, longest) for a in arrays]
             out[name] = np.concatenate(arrays)
@@ -74,6 +79,13 @@ class MSADataset:
     source: str
     label_range: tuple[float, float] = (-3.0, 3.0)
     notes: dict[str, str] = field(default_factory=dict)
+    metric_set: str = "mmsa"  # how predictions are scored: "mmsa" (MOSI/MOSEI), "sims" or "emotions" (IEMOCAP)
+    stored_fingerprint: str | None = None  # set when read from the HDF5 cache, which stores it
+
+    @property
+    def outputs(self) -> int:
+        """Network outputs per sample: one score, or two logits for each of the four emotions."""
+        return 8 if self.metric_set == "emotions" else 1
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -96,6 +108,8 @@ class MSADataset:
 
     def fingerprint(self) -> str:
         """SHA-256 over every array of every split: same content, same fingerprint."""
+        if self.stored_fingerprint is not None:
+            return self.stored_fingerprint
         digest = hashlib.sha256()
         for split_name in SPLITS:
             split = self.splits[split_name]
@@ -112,4 +126,5 @@ class MSADataset:
 
     def summary(self) -> str:
         sizes = ", ".join(f"{s} {len(self.splits[s])}" for s in SPLITS)
-        return f"{self.name}: {sizes}; modalities {'+'.join(self.modalities)} ({self.source})"
+        repairs = f"; repaired: {', '.join(f'{k} ({v})' for k, v in self.notes.items())}" if self.notes else ""
+        return f"{self.name}: {sizes}; modalities {'+'.join(self.modalities)} ({self.source}){repairs}"

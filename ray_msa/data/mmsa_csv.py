@@ -13,11 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ray_msa.data.checks import check_dataset
 from ray_msa.data.dataset import SPLITS, MSADataset, Split
+from ray_msa.data.sdk_features import csd_features
 from ray_msa.errors import InputError
 
 LABEL_COLUMNS = ("video_id", "clip_id", "text", "label", "mode")
 MODE_ALIASES = {"train": "train", "valid": "valid", "dev": "valid", "val": "valid", "test": "test"}
+UNIMODAL_COLUMNS = ("label_T", "label_A", "label_V")
 FEATURE_TABLE_NAMES = ("utterance_features.csv.gz", "utterance_features.csv", "features.csv.gz", "features.csv")
 
 
@@ -122,6 +125,18 @@ def read_feature_table(path: Path, keys: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+def unimodal_labels(frame: pd.DataFrame, path: Path, label_range: tuple[float, float]) -> np.ndarray:
+    """SIMS's label_T, label_A, label_V as (N, 3), checked like the label."""
+    values = frame[list(UNIMODAL_COLUMNS)].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+    low, high = label_range
+    bad = np.argwhere(~np.isfinite(values) | (values < low) | (values > high))
+    if len(bad):
+        row, col = bad[0]
+        raise InputError(path, UNIMODAL_COLUMNS[col], f"{frame.iloc[row][UNIMODAL_COLUMNS[col]]!r} at line {row + 2} is not a number in [{low}, {high}]",
+                         "give every segment its unimodal scores on the dataset's scale")
+    return values.astype(np.float32)
+
+
 def find_feature_table(directory: Path) -> Path | None:
     for name in FEATURE_TABLE_NAMES:
         if (directory / name).is_file():
@@ -129,11 +144,17 @@ def find_feature_table(directory: Path) -> Path | None:
     return None
 
 
-def load_mmsa_csv_dir(directory: Path, name: str, label_range: tuple[float, float] = (-3.0, 3.0)) -> MSADataset:
-    """A dataset from `label.csv` (text) plus an optional feature table (audio, vision)."""
+def load_mmsa_csv_dir(directory: Path, name: str, label_range: tuple[float, float] = (-3.0, 3.0), metric_set: str = "mmsa") -> MSADataset:
+    """A dataset from `label.csv` (text, and SIMS's unimodal labels) plus an optional feature table (audio, vision)."""
     frame = read_label_csv(directory / "label.csv", label_range)
     table_path = find_feature_table(directory)
-    features = read_feature_table(table_path, frame) if table_path else {}
+    features, lengths, notes = {}, {}, {}
+    if table_path:
+        features = read_feature_table(table_path, frame)
+    else:
+        aligned, notes = csd_features(directory, frame)
+        features = {m: values for m, (values, _) in aligned.items()}
+        lengths = {m: n for m, (_, n) in aligned.items()}
     splits = {}
     for split in SPLITS:
         rows = np.flatnonzero((frame["mode"] == split).to_numpy())
@@ -144,13 +165,17 @@ def load_mmsa_csv_dir(directory: Path, name: str, label_range: tuple[float, floa
             "labels": part["label"].to_numpy(np.float32),
             "raw_text": part["text"].to_numpy(dtype=str),
         }
+        if all(c in frame.columns for c in UNIMODAL_COLUMNS):
+            arrays["unimodal_labels"] = unimodal_labels(frame, directory / "label.csv", label_range)[rows]
         for modality, values in features.items():
             arrays[modality] = values[rows]
-            arrays[f"{modality}_lengths"] = np.ones(len(rows), dtype=np.int64)
+            arrays[f"{modality}_lengths"] = lengths[modality][rows] if modality in lengths else np.ones(len(rows), dtype=np.int64)
         splits[split] = Split(**arrays)
     leaked = set(splits["train"].video_ids) & set(splits["test"].video_ids)
     if leaked:
         raise InputError(directory / "label.csv", "video_id", f"video {sorted(leaked)[0]} is in both train and test",
                          "keep each video in one split")
-    source = str(directory / "label.csv") + (f" + {table_path.name}" if table_path else "")
-    return MSADataset(name=name, splits=splits, source=source, label_range=label_range)
+    extra = [table_path.name] if table_path else sorted(p.name for p in directory.glob("*.csd")) if features else []
+    source = " + ".join([str(directory / "label.csv"), *extra])
+    dataset = MSADataset(name=name, splits=splits, source=source, label_range=label_range, metric_set=metric_set, notes=notes)
+    return check_dataset(dataset, directory / "label.csv")

@@ -1,40 +1,98 @@
-"""Find and read a dataset by name: the embedded MOSI copy, or any directory (--data)."""
+"""Find a dataset by name, read whichever public format it is in, and cache it in HDF5.
+
+Where: `--data PATH` (a directory or one file), else `$RAY_MSA_DATA/<name>`, else
+`./data/<name>`, else the copy embedded in the package (MOSI only). What: in a
+directory, the first of an MMSA pickle, a MulT pickle, or an MMSA `label.csv` (with an
+optional utterance feature table, or CMU-MultimodalSDK `.csd` feature files aligned to
+the segments of a labels `.csd`). Every source is converted once into an HDF5 cache
+(see `h5cache`); later loads read the cache.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from ray_msa.data.dataset import MSADataset
+from ray_msa.data.h5cache import cache_path, read_cache, write_cache
 from ray_msa.data.mmsa_csv import FEATURE_TABLE_NAMES, load_mmsa_csv_dir
+from ray_msa.data.mmsa_pickle import FILE_NAMES as MMSA_FILES
+from ray_msa.data.mmsa_pickle import mmsa_dataset
+from ray_msa.data.mult_pickle import FILE_NAMES as MULT_FILES
+from ray_msa.data.mult_pickle import mult_dataset
+from ray_msa.data.safe_pickle import load_pickle
 from ray_msa.errors import InputError
 
 EMBEDDED = Path(__file__).parent / "embedded"
 KNOWN = ("mosi", "mosei", "sims", "iemocap")
 LABEL_RANGES = {"sims": (-1.0, 1.0)}
-ACCEPTED = "label.csv (MMSA layout) with an optional " + " / ".join(FEATURE_TABLE_NAMES)
+METRIC_SETS = {"sims": "sims", "iemocap": "emotions"}
 
 
-def dataset_dir(name: str, data: str | Path | None) -> Path:
-    """Where the files of `name` are: --data if given, else the embedded copy."""
+def accepted_files(name: str) -> list[str]:
+    """The file names a directory for `name` may hold, in the order they are tried."""
+    mmsa = [f for f in MMSA_FILES if ("39" in f) == (name == "sims")]
+    csv = "label.csv (+ " + " or ".join(FEATURE_TABLE_NAMES[:2]) + ", or .csd feature files)"
+    return [*mmsa, *MULT_FILES.get(name, ()), csv]
+
+
+def search_paths(name: str, data: str | Path | None) -> list[Path]:
     if data is not None:
-        path = Path(data).expanduser().resolve()
-        if not path.exists():
-            raise InputError(path, "--data", "no such directory", f"point --data at a directory holding {ACCEPTED}")
-        return path
-    embedded = EMBEDDED / name
-    if embedded.is_dir():
-        return embedded
-    raise InputError(
-        f"--data (looked in {embedded})", name, "no embedded copy of this dataset ships with ray_msa",
-        f"download it and pass --data DIR, where DIR holds {ACCEPTED}",
-    )
+        return [Path(data).expanduser().resolve()]
+    paths = [Path(os.environ["RAY_MSA_DATA"]).expanduser() / name] if os.environ.get("RAY_MSA_DATA") else []
+    return [*paths, Path.cwd() / "data" / name, EMBEDDED / name]
 
 
-def load_dataset(name: str, data: str | Path | None = None) -> MSADataset:
-    """Read dataset `name` from `data` (or its embedded copy) and validate it."""
-    directory = dataset_dir(name, data)
-    if directory.is_file():
-        directory = directory.parent
-    if not (directory / "label.csv").is_file():
-        raise InputError(directory / "label.csv", "label.csv", "file not found", f"put in {directory} {ACCEPTED}")
-    return load_mmsa_csv_dir(directory, name, LABEL_RANGES.get(name, (-3.0, 3.0)))
+def locate(name: str, data: str | Path | None) -> tuple[str, Path]:
+    """(kind, path): kind is 'pickle' (a file) or 'csv' (a directory with label.csv)."""
+    looked = search_paths(name, data)
+    for path in looked:
+        if path.is_file():
+            if path.suffix in (".pkl", ".pickle"):
+                return "pickle", path
+            if path.name == "label.csv":
+                return "csv", path.parent
+            raise InputError(path, "--data", "not a dataset file this reader knows", f"pass a directory or one of: {', '.join(accepted_files(name))}")
+        if path.is_dir():
+            for file_name in [*accepted_files(name)[:-1]]:
+                if (path / file_name).is_file():
+                    return "pickle", path / file_name
+            if (path / "label.csv").is_file():
+                return "csv", path
+    where = ", ".join(str(p) for p in looked)
+    raise InputError(where, name, f"no {name} data found (looked in {len(looked)} place{'s' * (len(looked) > 1)})",
+                     f"put one of [{', '.join(accepted_files(name))}] in one of these directories, or pass --data PATH")
+
+
+def read_source(name: str, kind: str, path: Path) -> MSADataset:
+    label_range = LABEL_RANGES.get(name, (-3.0, 3.0))
+    if kind == "csv":
+        return load_mmsa_csv_dir(path, name, label_range, METRIC_SETS.get(name, "mmsa"))
+    data = load_pickle(path, "pickle")
+    first: Any = data.get("train") if isinstance(data, dict) else None
+    if isinstance(first, dict) and "labels" in first and "regression_labels" not in first:
+        return mult_dataset(data, path, name, label_range)
+    return mmsa_dataset(data, path, name, label_range, METRIC_SETS.get(name, "mmsa"))
+
+
+def source_files(kind: str, path: Path) -> list[Path]:
+    if kind == "pickle":
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_file() and (p.name == "label.csv" or p.name in FEATURE_TABLE_NAMES or p.suffix == ".csd"))
+
+
+def load_dataset(name: str, data: str | Path | None = None, cache_root: Path | None = None) -> MSADataset:
+    """Dataset `name` from `data` (or the default places), via its HDF5 cache."""
+    from ray_msa.data.text import cache_dir
+
+    kind, path = locate(name, data)
+    target = cache_path(cache_root or cache_dir(), name, source_files(kind, path))
+    if target.is_file():
+        try:
+            return read_cache(target)
+        except (OSError, KeyError, ValueError):  # unreadable cache: convert again (the source is the truth)
+            target.unlink(missing_ok=True)
+    dataset = read_source(name, kind, path)
+    write_cache(dataset, target, {"kind": kind, "path": str(path), "files": ", ".join(p.name for p in source_files(kind, path))})
+    return read_cache(target)

@@ -27,17 +27,20 @@ def make_synthetic(
     seed: int = 0,
     videos_per_split: tuple[int, int, int] | None = None,
     name: str = "synthetic",
+    emotions: bool = False,
 ) -> MSADataset:
     """Sequences whose lengths follow one per-sample duration (as real utterances do), around
     a per-sample latent z: every frame of modality m
     is `signal[m] * z P_m + N(0, 1)`, and the label is a fixed linear function of z.
-    `signal` sets how much each modality reveals (0: pure noise)."""
+    `signal` sets how much each modality reveals (0: pure noise). With `emotions`, labels are
+    IEMOCAP's four binary emotions (N, 4), each the sign of its own linear function of z."""
     shapes = shapes or {"text": (20, 16), "audio": (30, 8), "vision": (25, 12)}
     signal = signal or {m: 1.0 for m in shapes}
     rng = np.random.default_rng(seed)
     latent = 4
     projections = {m: rng.normal(size=(latent, d)) for m, (_, d) in shapes.items()}
     readout = rng.normal(size=latent)
+    emotion_readout = rng.normal(size=(latent, 4))
     splits = {}
     videos_per_split = videos_per_split or tuple(max(2, n // 6) for n in sizes)
     for split_name, n, n_videos in zip(SPLITS, sizes, videos_per_split):
@@ -51,6 +54,8 @@ def make_synthetic(
             x[np.arange(length)[None, :] >= lengths[:, None]] = 0.0
             arrays[m], arrays[f"{m}_lengths"] = x, lengths.astype(np.int64)
         labels = np.clip(1.5 * score / np.linalg.norm(readout) + noise * rng.normal(size=n), -3, 3).astype(np.float32)
+        if emotions:
+            labels = (z @ emotion_readout + noise * rng.normal(size=(n, 4)) > 0).astype(np.int64)
         videos = np.array([f"{split_name}_v{i % n_videos:03d}" for i in range(n)])
         arrays.update(
             ids=np.array([f"{v}$_${i}" for i, v in enumerate(videos)]), video_ids=videos, labels=labels,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from ray_msa.errors import InputError
 from ray_msa.models.awf import AdaptiveWeightFusion
 from ray_msa.models.base import ModelOutput, MSAModel
 from ray_msa.models.cenet import CENet
@@ -26,11 +28,17 @@ ARCHITECTURES: dict[str, type[MSAModel]] = {
 }
 
 
-def build_model(arch: str, modalities: tuple[str, ...], feature_dims: dict[str, int], config: dict[str, Any]) -> MSAModel:
-    """Instantiate architecture `arch` from a flat hyperparameter dict."""
+def build_model(arch: str, modalities: tuple[str, ...], feature_dims: dict[str, int], config: dict[str, Any], outputs: int = 1) -> MSAModel:
+    """Instantiate architecture `arch` from a flat hyperparameter dict; `outputs` 8 for emotions."""
     if arch not in ARCHITECTURES:
         raise KeyError(f"unknown architecture '{arch}'; known: {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch](modalities=modalities, feature_dims=feature_dims, **config)
+    cls = ARCHITECTURES[arch]
+    if outputs != 1:
+        if "outputs" not in inspect.signature(cls).parameters:
+            raise InputError("--arch", arch, "predicts one sentiment score and cannot classify emotions",
+                             f"use one of {', '.join(sorted(n for n, c in ARCHITECTURES.items() if 'outputs' in inspect.signature(c).parameters))}")
+        config = {**config, "outputs": outputs}
+    return cls(modalities=modalities, feature_dims=feature_dims, **config)
 
 
 __all__ = ["ARCHITECTURES", "ModelOutput", "MSAModel", "build_model"]

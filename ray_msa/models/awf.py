@@ -25,14 +25,14 @@ class AdaptiveWeightFusion(MSAModel):
 
     def __init__(
         self, modalities: tuple[str, ...], feature_dims: dict[str, int], dim: int = 64, lstm_hidden: int = 64, att_hidden: int = 32,
-        dropout: float = 0.2, omega_lr: float = 0.05, text_model: str = "minilm", finetune_text: bool = False,
+        dropout: float = 0.2, omega_lr: float = 0.05, text_model: str = "minilm", finetune_text: bool = False, outputs: int = 1,
     ) -> None:
-        super().__init__(modalities, feature_dims, text_model, finetune_text)
+        super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
         self.lstms = nn.ModuleDict({m: LSTMEncoder(d, lstm_hidden, dropout) for m, d in self.input_dims.items() if m != "text"})
         self.last = nn.ModuleDict({m: nn.Linear(self.input_dims[m] if m == "text" else lstm_hidden, dim) for m in modalities})
         self.balancer = GradientBalancer(modalities, omega_lr)
         self.attention = nn.Sequential(nn.Linear(dim, att_hidden), nn.ReLU(), nn.Linear(att_hidden, len(modalities)), nn.Sigmoid())
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim * len(modalities), dim), nn.ReLU(), nn.Linear(dim, 1))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim * len(modalities), dim), nn.ReLU(), nn.Linear(dim, outputs))
 
     def unimodal(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         z = {}
@@ -47,7 +47,7 @@ class AdaptiveWeightFusion(MSAModel):
         z_gb = torch.cat(self.balancer.weigh(z), dim=-1)
         z_att = torch.cat([alpha[:, i : i + 1] * z[m] for i, m in enumerate(self.modalities)], dim=-1)
         extras = {f"alpha_{SHORT[m]}": alpha[:, i] for i, m in enumerate(self.modalities)}
-        return ModelOutput(score=self.head((z_gb + z_att) / 2).squeeze(-1), extras=extras)
+        return ModelOutput(score=self.to_score(self.head((z_gb + z_att) / 2)), extras=extras)
 
     def after_backward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         logged = self.balancer.step(dict(self.last.items()))

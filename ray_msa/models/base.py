@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 @dataclass
 class ModelOutput:
-    score: torch.Tensor  # (B,) predicted sentiment score
+    score: torch.Tensor  # (B,) predicted sentiment score, or (B, 8) emotion logits (four binary emotions)
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
@@ -28,8 +28,9 @@ class MSAModel(nn.Module):
     needs_token_ids = False  # True: text must enter as token ids (the LM runs inside the model)
     plot_prefixes: tuple[str, ...] = ()  # per-epoch training metrics worth a plot per fold
 
-    def __init__(self, modalities: tuple[str, ...], feature_dims: dict[str, int], text_model: str = "minilm", finetune_text: bool = False) -> None:
+    def __init__(self, modalities: tuple[str, ...], feature_dims: dict[str, int], text_model: str = "minilm", finetune_text: bool = False, outputs: int = 1) -> None:
         super().__init__()
+        self.outputs = outputs  # 1: a sentiment score; 8: two logits for each of IEMOCAP's four emotions
         self.modalities = modalities
         self.feature_dims = feature_dims
         for m in ("audio", "vision"):
@@ -68,9 +69,17 @@ class MSAModel(nn.Module):
         """Every modality as (normalised sequence (B, L, D), lengths (B,))."""
         return {m: (self.text_states(batch) if m == "text" else self.normalised(batch, m), batch[f"{m}_lengths"]) for m in self.modalities}
 
+    def to_score(self, head_output: torch.Tensor) -> torch.Tensor:
+        """(B, 1) -> (B,) for a score; emotion logits (B, 8) stay as they are."""
+        return head_output.squeeze(-1) if self.outputs == 1 else head_output
+
     def loss(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        loss = F.l1_loss(output.score, batch["labels"])
-        return loss, {"loss_score": float(loss.detach())}
+        """L1 on the score (as MMSA trains regression); for emotions, cross-entropy per emotion (as MulT)."""
+        if self.outputs == 1:
+            loss = F.l1_loss(output.score, batch["labels"])
+            return loss, {"loss_score": float(loss.detach())}
+        loss = F.cross_entropy(output.score.reshape(-1, 2), batch["labels"].reshape(-1))
+        return loss, {"loss_emotions": float(loss.detach())}
 
     def after_backward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """Hook between backward and optimizer step; returns metrics to log."""

@@ -34,11 +34,11 @@ class CENet(MSAModel):
 
     def __init__(
         self, modalities: tuple[str, ...], feature_dims: dict[str, int], vocab_size: int = 16, ce_layer: int = 1,
-        ce_scale: float = 1.0, dropout: float = 0.1, text_model: str = "minilm", finetune_text: bool = True,
+        ce_scale: float = 1.0, dropout: float = 0.1, text_model: str = "minilm", finetune_text: bool = True, outputs: int = 1,
     ) -> None:
         if "text" not in modalities:
             raise ValueError("cenet enhances a language model: it needs the text modality")
-        super().__init__(modalities, feature_dims, text_model, finetune_text=True)
+        super().__init__(modalities, feature_dims, text_model, finetune_text=True, outputs=outputs)
         layers = self.lm.encoder.layer
         if not 0 <= ce_layer < len(layers):
             raise ValueError(f"cenet: ce_layer {ce_layer} outside 0..{len(layers) - 1}")
@@ -53,7 +53,7 @@ class CENet(MSAModel):
         self.values = nn.ModuleDict({m: nn.Linear(width, width) for m in self.nonverbal})
         self.project = nn.Linear(width * max(1, len(self.nonverbal)), width)
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(width, 1)
+        self.head = nn.Linear(width, outputs)
         self._context: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         layers[ce_layer].register_forward_pre_hook(self._enhance, with_kwargs=True)
 
@@ -62,8 +62,15 @@ class CENet(MSAModel):
         """Fit each vocabulary on the real frames of the training samples `index` only."""
         rng = np.random.default_rng(0)
         for m in self.nonverbal:
-            values, lengths = getattr(split, m)[index], getattr(split, f"{m}_lengths")[index]
-            frames = values[np.arange(values.shape[1])[None, :] < lengths[:, None]]
+            parts, total = [], 0
+            for rows in np.array_split(rng.permutation(index), max(1, len(index) // 256)):  # read only what k-means needs
+                rows = np.sort(rows)
+                values, lengths = getattr(split, m)[rows], getattr(split, f"{m}_lengths")[rows]
+                parts.append(values[np.arange(values.shape[1])[None, :] < lengths[:, None]])
+                total += len(parts[-1])
+                if total >= MAX_KMEANS_FRAMES:
+                    break
+            frames = np.concatenate(parts)
             if len(frames) > MAX_KMEANS_FRAMES:
                 frames = frames[rng.choice(len(frames), MAX_KMEANS_FRAMES, replace=False)]
             frames = ((torch.from_numpy(frames).float() - getattr(self, f"{m}_mean")) / getattr(self, f"{m}_std")).numpy()
@@ -102,4 +109,4 @@ class CENet(MSAModel):
             hidden = self.lm(input_ids=batch["text_ids"], attention_mask=batch["text_mask"]).last_hidden_state
         finally:
             self._context = None
-        return ModelOutput(score=self.head(self.drop(hidden[:, 0])).squeeze(-1))
+        return ModelOutput(score=self.to_score(self.head(self.drop(hidden[:, 0]))))

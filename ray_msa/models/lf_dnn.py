@@ -18,13 +18,13 @@ class LateFusionDNN(MSAModel):
 
     def __init__(
         self, modalities: tuple[str, ...], feature_dims: dict[str, int], hidden: int = 64, post_fusion: int = 64,
-        dropout: float = 0.2, balance: bool = False, omega_lr: float = 0.05, text_model: str = "minilm", finetune_text: bool = False,
+        dropout: float = 0.2, balance: bool = False, omega_lr: float = 0.05, text_model: str = "minilm", finetune_text: bool = False, outputs: int = 1,
     ) -> None:
-        super().__init__(modalities, feature_dims, text_model, finetune_text)
+        super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
         self.encoders = self.make_encoders(hidden, dropout)
         self.last = nn.ModuleDict({m: nn.Linear(self.encoders[m].out_dim, hidden) for m in modalities})
         self.balancer = GradientBalancer(modalities, omega_lr) if balance else None
-        self.post = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden * len(modalities), post_fusion), nn.ReLU(), nn.Linear(post_fusion, 1))
+        self.post = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden * len(modalities), post_fusion), nn.ReLU(), nn.Linear(post_fusion, outputs))
 
     def make_encoders(self, hidden: int, dropout: float) -> nn.ModuleDict:
         return utterance_encoders(self.input_dims, {m: hidden for m in self.modalities}, dropout, text_lstm=False)
@@ -32,7 +32,7 @@ class LateFusionDNN(MSAModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         z = {m: self.last[m](self.encoders[m](x, lengths)) for m, (x, lengths) in self.sequences(batch).items()}
         parts = self.balancer.weigh(z) if self.balancer is not None else [z[m] for m in self.modalities]
-        return ModelOutput(score=self.post(torch.cat(parts, dim=-1)).squeeze(-1))
+        return ModelOutput(score=self.to_score(self.post(torch.cat(parts, dim=-1))))
 
     def after_backward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         return self.balancer.step(dict(self.last.items())) if self.balancer is not None else {}

@@ -114,8 +114,9 @@ class MultimodalTransformer(MSAModel):
         out_dropout: float = 0.1,
         text_model: str = "minilm",
         finetune_text: bool = False,
+        outputs: int = 1,
     ) -> None:
-        super().__init__(modalities, feature_dims, text_model, finetune_text)
+        super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
         if dim % heads:
             raise ValueError(f"mult: dim {dim} must be divisible by heads {heads}")
         kernels = {"text": kernel_text, "audio": kernel_audio, "vision": kernel_vision}
@@ -133,7 +134,7 @@ class MultimodalTransformer(MSAModel):
         total = stream * len(modalities)
         self.proj1, self.proj2 = nn.Linear(total, total), nn.Linear(total, total)
         self.out_drop = nn.Dropout(out_dropout)
-        self.out = nn.Linear(total, 1)
+        self.out = nn.Linear(total, outputs)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         seq, pad, lengths = {}, {}, {}
@@ -156,4 +157,4 @@ class MultimodalTransformer(MSAModel):
             pooled.append(last_valid(h, lengths[x]))
         h = torch.cat(pooled, dim=-1)
         h = h + self.proj2(self.out_drop(F.relu(self.proj1(h))))
-        return ModelOutput(score=self.out(h).squeeze(-1))
+        return ModelOutput(score=self.to_score(self.out(h)))

@@ -11,6 +11,7 @@ import torch
 from ray_msa.data.dataset import Split
 
 SEQUENCES = {"text": "text_lengths", "text_ids": "text_lengths", "text_mask": "text_lengths", "audio": "audio_lengths", "vision": "vision_lengths"}
+STATS_CHUNK = 512
 MODEL_INPUTS = ("labels", "text", "text_ids", "text_mask", "text_lengths", "audio", "audio_lengths", "vision", "vision_lengths")
 
 
@@ -65,9 +66,14 @@ def input_stats(split: Split, index: np.ndarray, modalities: tuple[str, ...]) ->
     for m in ("audio", "vision"):
         if m not in modalities:
             continue
-        values, lengths = getattr(split, m)[index], getattr(split, f"{m}_lengths")[index]
-        frames = values[np.arange(values.shape[1])[None, :] < lengths[:, None]].astype(np.float64)
-        mean, std = frames.mean(0), frames.std(0)
+        count, mean, m2 = 0, 0.0, 0.0
+        for rows in in_order(np.sort(index), STATS_CHUNK):  # in chunks: lazy (HDF5) arrays are never read whole
+            values, lengths = getattr(split, m)[rows], getattr(split, f"{m}_lengths")[rows]
+            frames = values[np.arange(values.shape[1])[None, :] < lengths[:, None]].astype(np.float64)
+            n, chunk_mean = len(frames), frames.mean(0)
+            delta, count = chunk_mean - mean, count + n  # Chan et al.'s pairwise update: exact, stable
+            mean, m2 = mean + delta * n / count, m2 + ((frames - chunk_mean) ** 2).sum(0) + delta**2 * (count - n) * n / count
+        std = np.sqrt(m2 / count)
         std[std < 1e-6] = 1.0
         stats[m] = (torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))
     return stats

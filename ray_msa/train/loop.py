@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from ray_msa.data.dataset import MSADataset, Split
 from ray_msa.data.folds import development_pool, group_folds
-from ray_msa.metrics import METRICS, is_better, regression_metrics
+from ray_msa.metrics import DEFAULT_METRIC, METRIC_SETS, compute_metrics, is_better
 from ray_msa.models import build_model
 from ray_msa.train.batches import batches, in_order, input_stats, length_bucketed, sequence_lengths, shard
 from ray_msa.train.engine import Engine, make_engine
@@ -84,7 +84,7 @@ def model_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def new_engine(config: dict[str, Any], dataset: MSADataset, split: Split, train_idx: np.ndarray, seed: int, ctx: WorkerContext) -> Engine:
     torch.manual_seed(seed)
-    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config))
+    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config), dataset.outputs)
     model.set_input_stats(input_stats(split, train_idx, dataset.modalities))
     model.prepare_from_training_data(split, train_idx)
     return make_engine(config.get("engine", "ddp"), model, config, ctx.device)
@@ -130,16 +130,16 @@ def predict(engine: Engine, split: Split, index: np.ndarray, batch_size: int, ct
     if ctx.world > 1:
         parts = [None] * ctx.world
         dist.all_gather_object(parts, local)
-    out = np.zeros(len(index), np.float32)
+    out = np.zeros((len(index), *parts[0][1].shape[1:]), np.float32)
     for pos, values in parts:
         out[pos] = values
     return out
 
 
-def fold_summary(folds: list[Fold]) -> dict[str, float]:
+def fold_summary(folds: list[Fold], metric_names: tuple[str, ...]) -> dict[str, float]:
     """Mean and std over folds of each fold's best-epoch validation metrics."""
     summary: dict[str, float] = {}
-    for name in METRICS:
+    for name in metric_names:
         values = [f.best_metrics[name] for f in folds if name in f.best_metrics]
         if values:
             summary[f"mean_{name}"] = float(np.mean(values))
@@ -150,7 +150,8 @@ def fold_summary(folds: list[Fold]) -> dict[str, float]:
 def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Report, ctx: WorkerContext, resume: dict[str, Any] | None = None, tracker: Any = None) -> dict[str, float]:
     """Train the K folds of one trial in lockstep; report once per epoch."""
     pool = development_pool(dataset)
-    metric, seed = config.get("metric", "MAE"), int(config.get("seed", 0))
+    metric, seed = config.get("metric") or DEFAULT_METRIC[dataset.metric_set], int(config.get("seed", 0))
+    metric_names = METRIC_SETS[dataset.metric_set]
     folds = []
     for i, (train_idx, val_idx) in enumerate(group_folds(pool.video_ids, int(config["folds"]), seed)):
         folds.append(Fold(i, train_idx, val_idx, new_engine(config, dataset, pool, train_idx, seed * 1000 + i, ctx)))
@@ -173,7 +174,7 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
         for fold in (f for f in folds if not f.done):
             fit = train_epoch(fold.engine, pool, fold.train_idx, config, [seed, fold.index, epoch], ctx)
             fold.history.append(fit)
-            val = regression_metrics(predict(fold.engine, pool, fold.val_idx, config["batch_size"], ctx), pool.labels[fold.val_idx])
+            val = compute_metrics(dataset.metric_set, predict(fold.engine, pool, fold.val_idx, config["batch_size"], ctx), pool.labels[fold.val_idx])
             if is_better(metric, val[metric], fold.best_value):
                 fold.best_value, fold.best_epoch, fold.best_metrics, fold.bad_epochs = val[metric], epoch, val, 0
                 fold.best_state = copy.deepcopy(fold.engine.model.state_dict())
@@ -188,7 +189,7 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
                     tracker.metrics(fold.run_id, {**fold.best_metrics, "best_epoch": fold.best_epoch + 1})
                     tracker.plot_history(fold.run_id, fold.history, fold.engine.model.plot_prefixes)
                     tracker.finish(fold.run_id)
-        summary = fold_summary(folds)
+        summary = fold_summary(folds, metric_names)
         all_done = all(f.done for f in folds)
         if ctx.is_chief:
             values = " ".join(f"{f.best_value:.3f}" + ("*" if f.done else "") for f in folds)
@@ -204,7 +205,7 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
         report(result, state)
         if all_done:
             break
-    return fold_summary(folds)
+    return fold_summary(folds, metric_names)
 
 
 def run_final_training(config: dict[str, Any], dataset: MSADataset, ctx: WorkerContext, tracker: Any = None) -> tuple[dict[str, float], Engine]:
@@ -222,7 +223,7 @@ def run_final_training(config: dict[str, Any], dataset: MSADataset, ctx: WorkerC
             tracker.metrics(config["study_run_id"], {f"final_{k}": v for k, v in fit.items()}, step=epoch)
     test = dataset.splits["test"]
     scores = predict(engine, test, np.arange(len(test)), config["batch_size"], ctx)
-    return regression_metrics(scores, test.labels), engine
+    return compute_metrics(dataset.metric_set, scores, test.labels), engine
 
 
 # ---- Ray Train entry points ------------------------------------------------------------
