@@ -16,6 +16,9 @@ class InputError(Exception):
         self.source, self.field, self.problem, self.fix = str(source), field, problem, fix
         super().__init__(f"{self.source}: {field}: {problem}. Fix: {fix}")
 
+    def __reduce__(self):  # picklable, so an InputError raised in a Ray worker reaches the driver intact
+        return (InputError, (self.source, self.field, self.problem, self.fix))
+
 
 def exit_on_input_error(main: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a CLI entry point: an InputError prints one line and exits 2, no traceback."""

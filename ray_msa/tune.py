@@ -20,7 +20,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ray_msa.tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="mosi, mosei, sims, iemocap (mosi has an embedded copy)")
     parser.add_argument("--data", help="directory with the dataset's files (default: the embedded copy)")
-    parser.add_argument("--arch", default="mtl", help="architecture (default mtl)")
+    parser.add_argument("--arch", help="architecture (default mtl; mult for IEMOCAP's emotions)")
     parser.add_argument("--trials", type=int, default=6, help="Optuna trials (default 6)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds per trial (default 5)")
     parser.add_argument("--epochs", type=int, help="maximum epochs per fold (default: the search space's fixed max_epochs)")
@@ -46,16 +46,19 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ray_msa.data import load_dataset
     from ray_msa.data.text import prepare_text
-    from ray_msa.models import ARCHITECTURES
+    from ray_msa.models import ARCHITECTURES, check_outputs
     from ray_msa.search_space import load_space
     from ray_msa.study import StudySettings, default_storage, results_table, run_study
     from ray_msa.tracking import default_tracking_uri
 
-    if args.arch not in ARCHITECTURES:
+    if args.arch is not None and args.arch not in ARCHITECTURES:
         raise InputError("--arch", args.arch, "unknown architecture", f"use one of {', '.join(sorted(ARCHITECTURES))}")
     for flag, value in (("--trials", args.trials), ("--folds", args.folds), ("--workers", args.workers), ("--epochs", args.epochs or 1)):
         if value < (2 if flag == "--folds" else 1):
             raise InputError(flag, str(value), "too small", f"use {flag} {'2' if flag == '--folds' else '1'} or more")
+    dataset = load_dataset(args.dataset, args.data)
+    args.arch = args.arch or ("mult" if dataset.metric_set == "emotions" else "mtl")
+    check_outputs(args.arch, dataset.outputs)
     if ARCHITECTURES[args.arch].needs_token_ids and args.text != "finetune":
         print(f"{args.arch} runs the language model inside the network: using --text finetune")
         args.text = "finetune"
@@ -64,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         fixed["max_epochs"] = args.epochs
     fixed["text_model"] = args.text_model
     fixed["finetune_text"] = args.text == "finetune"
-    dataset = load_dataset(args.dataset, args.data)
     if args.text == "frozen" and dataset.splits["train"].raw_text is None and dataset.splits["train"].text_ids is None:
         print(f"{dataset.source} has text features but no transcripts: using --text features")
         args.text = "features"

@@ -31,13 +31,13 @@ def check_split(split: Split, path: str | Path, split_name: str, label_range: tu
         outside = np.flatnonzero((split.labels < low) | (split.labels > high))
         if len(outside):
             row = outside[0]
-            raise InputError(path, f"{split_name}/labels", f"{float(split.labels[row])} for {split.ids[row]} is outside [{low}, {high}]",
+            raise InputError(path, f"{split_name}/labels", f"{float(split.labels[row]):.6g} for {split.ids[row]} is outside [{low}, {high}]",
                              "use the dataset's sentiment scale or pick the matching dataset name")
     _check_unique(split.ids, path, split_name)
     if split.raw_text is not None:
         empty = np.flatnonzero(np.char.str_len(np.char.strip(split.raw_text.astype(str))) == 0)
         if len(empty):
-            raise InputError(path, f"{split_name}/raw_text", f"empty text for {split.ids[empty[0]]} ({len(empty)} samples)",
+            raise InputError(path, f"{split_name}/raw_text", f"empty text for {split.ids[empty[0]]} ({len(empty)} of {n} samples)",
                              "give every sample its transcript")
     for m in ("audio", "vision", "text"):
         values, lengths = getattr(split, m), getattr(split, f"{m}_lengths")

@@ -118,7 +118,7 @@ class MSADataset:
                 if array.dtype.kind in "OUS":
                     digest.update("\x1f".join(map(str, array.tolist())).encode())
                 else:
-                    digest.update(np.ascontiguousarray(array).tobytes())
+                    digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))  # no copy of large arrays
         return digest.hexdigest()[:16]
 
     def with_splits(self, **splits: Split) -> MSADataset:

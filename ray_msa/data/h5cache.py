@@ -2,7 +2,8 @@
 
 Any source (MMSA or MulT pickle, label.csv, .csd) is read, repaired and checked once and
 written to `<cache>/datasets/<name>-<key>.h5`: a group per split holding every array of
-the split (gzip + shuffle, one chunk per sample), and attributes with the provenance
+the split (gzip level 1 + shuffle, one chunk per sample: random access by sample, and
+decompression fast enough to feed training), and attributes with the provenance
 (source files, reader notes), the label range, the metric set and the content
 fingerprint. The key hashes the source files' paths, sizes and modification times, so
 an edited source is converted again; the file is written under a temporary name and
@@ -130,7 +131,7 @@ def write_cache(dataset: MSADataset, path: Path, provenance: dict[str, str]) -> 
                     data = _encode(array)
                     chunks = (1, *array.shape[1:]) if array.ndim >= 2 and array.shape[0] else None
                     group.create_dataset(name, data=data, chunks=chunks if data.dtype.kind != "O" else None,
-                                         compression="gzip" if data.dtype.kind != "O" else None, compression_opts=4 if data.dtype.kind != "O" else None,
+                                         compression="gzip" if data.dtype.kind != "O" else None, compression_opts=1 if data.dtype.kind != "O" else None,
                                          shuffle=data.dtype.kind == "f" and array.ndim >= 2, track_times=False)
             out.attrs.update({
                 "format_version": FORMAT_VERSION, "name": dataset.name, "source": dataset.source, "fingerprint": fingerprint,

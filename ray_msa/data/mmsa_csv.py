@@ -30,8 +30,15 @@ def read_csv(path: Path, what: str) -> pd.DataFrame:
         raise InputError(path, what, "file not found", f"put the {what} at this path or pass --data DIR")
     try:
         return pd.read_csv(path, encoding="utf-8", keep_default_na=False, na_values=[""])
-    except UnicodeDecodeError as err:
-        raise InputError(path, what, f"not UTF-8 (byte {err.start})", "re-save the file as UTF-8") from None
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+            where = "somewhere"
+        except UnicodeDecodeError as err:  # pandas reports offsets inside a field: find the byte in the file
+            line = raw[: err.start].count(b"\n") + 1
+            where = f"at line {line} (byte {err.start})"
+        raise InputError(path, what, f"not UTF-8 {where}", "re-save the file as UTF-8") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, EOFError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(path, what, f"unreadable CSV ({reason})", "check that the file is a complete CSV") from None
@@ -132,7 +139,7 @@ def unimodal_labels(frame: pd.DataFrame, path: Path, label_range: tuple[float, f
     bad = np.argwhere(~np.isfinite(values) | (values < low) | (values > high))
     if len(bad):
         row, col = bad[0]
-        raise InputError(path, UNIMODAL_COLUMNS[col], f"{frame.iloc[row][UNIMODAL_COLUMNS[col]]!r} at line {row + 2} is not a number in [{low}, {high}]",
+        raise InputError(path, UNIMODAL_COLUMNS[col], f"{str(frame.iloc[row][UNIMODAL_COLUMNS[col]]).strip() or 'empty'} at line {row + 2} is not a number in [{low}, {high}]",
                          "give every segment its unimodal scores on the dataset's scale")
     return values.astype(np.float32)
 

@@ -75,6 +75,8 @@ def read_split(part: Any, path: Path, split: str, notes: dict[str, int]) -> Spli
         raise InputError(path, split, f"is a {type(part).__name__}, not a dict of arrays", "use MMSA's layout {split: {key: array}}")
     for key in REQUIRED:
         array(part, key, path, split, numeric=key != "id")
+    if len(part["regression_labels"]) == 0:
+        raise InputError(path, split, "empty split (0 samples)", f"give the {split} split at least one sample")
     ids = strings(part["id"])
     fields: dict[str, np.ndarray] = {
         "ids": ids,
@@ -91,13 +93,13 @@ def read_split(part: Any, path: Path, split: str, notes: dict[str, int]) -> Spli
         fields["text_ids"], fields["text_mask"] = bert[:, 0], bert[:, 1]
         text_lengths = np.maximum(bert[:, 1].sum(1), 1)
     if "text" in part:
-        fields["text"] = array(part, "text", path, split, ndim=3).astype(np.float32)
+        fields["text"] = array(part, "text", path, split, ndim=3).astype(np.float32, copy=False)
         fields["text_lengths"] = text_lengths if text_lengths is not None and text_lengths.max() <= fields["text"].shape[1] else np.full(len(ids), fields["text"].shape[1], np.int64)
     if "text" not in fields and "text_ids" not in fields and "raw_text" not in fields:
         raise InputError(path, f"{split}/text", "no text, text_bert or raw_text", "include the text modality")
     for key in ("audio", "vision"):
         values = array(part, key, path, split, ndim=3)
-        values = repair_audio(values, notes, split, key) if key == "audio" else values.astype(np.float32)
+        values = repair_audio(values, notes, split, key) if key == "audio" else values.astype(np.float32, copy=False)
         fields[key] = values
         fields[f"{key}_lengths"] = lengths_for(part, key, values, text_lengths, path, split, notes)
     if all(k in part for k in UNIMODAL):

@@ -63,6 +63,8 @@ def read_split(part: Any, path: Path, split: str, emotions: bool, notes: dict[st
         raise InputError(path, split, f"is a {type(part).__name__}, not a dict of arrays", "use MulT's layout {split: {text, audio, vision, labels, id}}")
     labels = array(part, "labels", path, split)
     n = len(labels)
+    if n == 0:
+        raise InputError(path, split, "empty split (0 samples)", f"give the {split} split at least one sample")
     if emotions:
         if labels.shape[1:] != (4, 2):
             raise InputError(path, f"{split}/labels", f"has shape {labels.shape}, IEMOCAP needs (N, 4, 2)", "use MulT's iemocap_data.pkl labels")

@@ -70,5 +70,12 @@ def load_pickle(path: str | Path, what: str = "pickle") -> Any:
                              "export the data as NumPy arrays in dicts (the MMSA/MulT layout), or convert it to HDF5") from None
         raise InputError(path, what, f"not a readable pickle ({err})", "re-download or re-export the file") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, OverflowError) as err:
-        problem = "truncated (ended early)" if isinstance(err, EOFError) else f"not a readable pickle ({type(err).__name__}: {err})"
+        with path.open("rb") as handle:
+            head = handle.read(2)
+        if head[:1] != b"\x80":  # every pickle of protocol 2 or later starts with PROTO
+            problem = f"not a pickle (starts with {head!r})"
+        elif isinstance(err, EOFError):
+            problem = "truncated (ended early)"
+        else:
+            problem = f"not a readable pickle ({type(err).__name__}: {err})"
         raise InputError(path, what, problem, "re-download or re-export the file") from None

@@ -66,6 +66,17 @@ def locate(name: str, data: str | Path | None) -> tuple[str, Path]:
 
 
 def read_source(name: str, kind: str, path: Path) -> MSADataset:
+    """Read with the matching reader; a layout no check anticipated still ends in one InputError."""
+    try:
+        return _read_source(name, kind, path)
+    except InputError:
+        raise
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError, MemoryError) as err:
+        raise InputError(path, "layout", f"not the layout this format defines ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
+                         "compare the file with the format's layout in the README, or re-export it from the original source") from None
+
+
+def _read_source(name: str, kind: str, path: Path) -> MSADataset:
     label_range = LABEL_RANGES.get(name, (-3.0, 3.0))
     if kind == "csv":
         return load_mmsa_csv_dir(path, name, label_range, METRIC_SETS.get(name, "mmsa"))

@@ -50,7 +50,8 @@ def make_synthetic(
         duration = rng.uniform(0.05, 1.0, size=n)  # one utterance duration drives every modality's length
         for m, (length, dim) in shapes.items():
             lengths = np.clip(np.ceil(duration * length * rng.uniform(0.8, 1.0, size=n)), 1, length).astype(np.int64)
-            x = (signal.get(m, 0.0) * (z @ projections[m])[:, None, :] + rng.normal(size=(n, length, dim))).astype(np.float32)
+            x = rng.standard_normal(size=(n, length, dim), dtype=np.float32)  # float32 throughout: MOSEI-sized sets fit in memory
+            x += (signal.get(m, 0.0) * (z @ projections[m])).astype(np.float32)[:, None, :]
             x[np.arange(length)[None, :] >= lengths[:, None]] = 0.0
             arrays[m], arrays[f"{m}_lengths"] = x, lengths.astype(np.int64)
         labels = np.clip(1.5 * score / np.linalg.norm(readout) + noise * rng.normal(size=n), -3, 3).astype(np.float32)

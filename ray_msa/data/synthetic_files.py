@@ -125,7 +125,7 @@ def write_csd_files(directory: Path, dataset: str = "mosi", sizes: tuple[int, in
     clock: dict[str, float] = {}
     for split_name in SPLITS:
         split = synth.splits[split_name]
-        for i, (sample_id, video) in enumerate(zip(split.ids, split.video_ids)):
+        for i, video in enumerate(split.video_ids):
             start = clock.get(video, 0.0)
             end = start + rng.uniform(1.0, 8.0)
             clock[video] = end + rng.uniform(0.2, 1.0)  # silence between segments: frames there belong to no segment

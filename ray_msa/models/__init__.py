@@ -32,13 +32,20 @@ def build_model(arch: str, modalities: tuple[str, ...], feature_dims: dict[str, 
     """Instantiate architecture `arch` from a flat hyperparameter dict; `outputs` 8 for emotions."""
     if arch not in ARCHITECTURES:
         raise KeyError(f"unknown architecture '{arch}'; known: {sorted(ARCHITECTURES)}")
-    cls = ARCHITECTURES[arch]
+    check_outputs(arch, outputs)
     if outputs != 1:
-        if "outputs" not in inspect.signature(cls).parameters:
-            raise InputError("--arch", arch, "predicts one sentiment score and cannot classify emotions",
-                             f"use one of {', '.join(sorted(n for n, c in ARCHITECTURES.items() if 'outputs' in inspect.signature(c).parameters))}")
         config = {**config, "outputs": outputs}
-    return cls(modalities=modalities, feature_dims=feature_dims, **config)
+    return ARCHITECTURES[arch](modalities=modalities, feature_dims=feature_dims, **config)
 
 
-__all__ = ["ARCHITECTURES", "ModelOutput", "MSAModel", "build_model"]
+def check_outputs(arch: str, outputs: int) -> None:
+    """Only architectures whose head takes `outputs` can classify IEMOCAP's emotions."""
+    def capable(name: str) -> bool:
+        return "outputs" in inspect.signature(ARCHITECTURES[name]).parameters
+
+    if outputs != 1 and not capable(arch):
+        raise InputError("--arch", arch, "predicts one sentiment score and cannot classify emotions",
+                         f"use one of {', '.join(sorted(n for n in ARCHITECTURES if capable(n)))}")
+
+
+__all__ = ["ARCHITECTURES", "ModelOutput", "MSAModel", "build_model", "check_outputs"]

@@ -1,0 +1,1 @@
+<html><body><h1>404 Not Found</h1></body></html>
