@@ -129,3 +129,16 @@ def test_sims_metrics_follow_mmsa():
     # Acc-5 bins at ±0.7, ±0.1: truth 0 1 1 2 2 3 4 4, pred 0 1 2 2 2 4 3 4
     assert m["Mult_acc_5"] == pytest.approx(5 / 8)
     assert m["MAE"] == pytest.approx(np.mean(np.abs(np.clip(pred, -1, 1) - truth)))
+
+
+def test_missing_dataset_says_where_it_looked_and_what_it_accepts(tmp_path, monkeypatch, capsys):
+    from ray_msa.tune import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_MSA_DATA", str(tmp_path / "datasets"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sims"])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ")
+    for expected in (str(tmp_path / "datasets" / "sims"), str(tmp_path / "data" / "sims"), "unaligned_39.pkl", "label.csv", "--data"):
+        assert expected in err

@@ -31,14 +31,17 @@ from ray_msa.data.dataset import SPLITS, MSADataset, Split
 
 FORMAT_VERSION = 1
 LAZY_MIN_BYTES = 1 << 20  # arrays smaller than this are read eagerly (ids, labels, lengths, utterance vectors)
-_OPEN: dict[str, h5py.File] = {}
+_OPEN: dict[tuple[str, int, int], h5py.File] = {}
 
 
 def _file(path: str) -> h5py.File:
-    """One read-only handle per file per process (handles do not pickle; paths do)."""
-    handle = _OPEN.get(path)
+    """One read-only handle per file per process (handles do not pickle; paths do). Keyed by
+    inode and mtime too, so a cache converted again under the same name is never read stale."""
+    stat = os.stat(path)
+    key = (path, stat.st_ino, stat.st_mtime_ns)
+    handle = _OPEN.get(key)
     if handle is None or not handle.id.valid:
-        handle = _OPEN[path] = h5py.File(path, "r")
+        handle = _OPEN[key] = h5py.File(path, "r")
     return handle
 
 

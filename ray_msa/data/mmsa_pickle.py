@@ -50,7 +50,10 @@ def repair_audio(values: np.ndarray, notes: dict[str, int], split: str, key: str
     values = values.astype(np.float32, copy=False)
     neg_inf = np.isneginf(values)
     if neg_inf.any():
-        values = np.where(neg_inf, np.float32(0), values)
+        if values.flags.writeable:  # in place: MOSEI's audio is gigabytes
+            values[neg_inf] = 0.0
+        else:
+            values = np.where(neg_inf, np.float32(0), values)
         notes[f"{key} -inf set to 0"] = notes.get(f"{key} -inf set to 0", 0) + int(neg_inf.sum())
     return values
 

@@ -130,7 +130,8 @@ def predict(engine: Engine, split: Split, index: np.ndarray, batch_size: int, ct
     if ctx.world > 1:
         parts = [None] * ctx.world
         dist.all_gather_object(parts, local)
-    out = np.zeros((len(index), *parts[0][1].shape[1:]), np.float32)
+    tail = next((values.shape[1:] for _, values in parts if len(values)), ())  # (8,) for emotion logits
+    out = np.zeros((len(index), *tail), np.float32)
     for pos, values in parts:
         out[pos] = values
     return out
