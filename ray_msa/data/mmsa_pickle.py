@@ -17,7 +17,6 @@ import numpy as np
 
 from ray_msa.data.checks import check_dataset
 from ray_msa.data.dataset import SPLITS, MSADataset, Split
-from ray_msa.data.safe_pickle import load_pickle
 from ray_msa.errors import InputError
 
 FILE_NAMES = ("unaligned_50.pkl", "aligned_50.pkl", "unaligned_39.pkl", "aligned_39.pkl")
@@ -110,19 +109,20 @@ def read_split(part: Any, path: Path, split: str, notes: dict[str, int]) -> Spli
     return Split(**fields)
 
 
-def read_mmsa_pickle(path: Path, name: str, label_range: tuple[float, float], metric_set: str = "mmsa") -> MSADataset:
-    """Read, repair (-inf audio) and check an MMSA pickle."""
-    return mmsa_dataset(load_pickle(path, "MMSA pickle"), path, name, label_range, metric_set)
-
-
-def mmsa_dataset(data: Any, path: Path, name: str, label_range: tuple[float, float], metric_set: str = "mmsa") -> MSADataset:
-    """The dataset in an unpickled MMSA object."""
+def splits_of(data: Any, path: Path, layout: str) -> dict[str, Any]:
+    """The {train, valid, test} parts of an unpickled MMSA or MulT object ('dev' read as valid)."""
     if not isinstance(data, dict):
-        raise InputError(path, "top level", f"is a {type(data).__name__}, not a dict of splits", "use MMSA's layout {train, valid, test}")
+        raise InputError(path, "top level", f"is a {type(data).__name__}, not a dict of splits", f"use {layout}'s layout {{train, valid, test}}")
     data = {("valid" if k == "dev" else k): v for k, v in data.items()}
     missing = [s for s in SPLITS if s not in data]
     if missing:
         raise InputError(path, missing[0], f"split missing (found {sorted(map(str, data))})", "include train, valid and test")
+    return data
+
+
+def mmsa_dataset(data: Any, path: Path, name: str, label_range: tuple[float, float], metric_set: str = "mmsa") -> MSADataset:
+    """Read, repair (-inf audio) and check the dataset in an unpickled MMSA object."""
+    data = splits_of(data, path, "MMSA")
     notes: dict[str, int] = {}
     splits = {s: read_split(data[s], path, s, notes) for s in SPLITS}
     dataset = MSADataset(name=name, splits=splits, source=str(path), label_range=label_range, metric_set=metric_set,

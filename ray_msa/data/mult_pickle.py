@@ -17,8 +17,7 @@ import numpy as np
 
 from ray_msa.data.checks import check_dataset
 from ray_msa.data.dataset import SPLITS, MSADataset, Split
-from ray_msa.data.mmsa_pickle import array, repair_audio
-from ray_msa.data.safe_pickle import load_pickle
+from ray_msa.data.mmsa_pickle import array, repair_audio, splits_of
 from ray_msa.errors import InputError
 
 FILE_NAMES = {
@@ -83,19 +82,9 @@ def read_split(part: Any, path: Path, split: str, emotions: bool, notes: dict[st
     return Split(**fields)
 
 
-def read_mult_pickle(path: Path, name: str, label_range: tuple[float, float]) -> MSADataset:
-    """Read, repair and check a MulT pickle; IEMOCAP's labels make it an emotions dataset."""
-    return mult_dataset(load_pickle(path, "MulT pickle"), path, name, label_range)
-
-
 def mult_dataset(data: Any, path: Path, name: str, label_range: tuple[float, float]) -> MSADataset:
-    """The dataset in an unpickled MulT object."""
-    if not isinstance(data, dict):
-        raise InputError(path, "top level", f"is a {type(data).__name__}, not a dict of splits", "use MulT's layout {train, valid, test}")
-    data = {("valid" if k == "dev" else k): v for k, v in data.items()}
-    missing = [s for s in SPLITS if s not in data]
-    if missing:
-        raise InputError(path, missing[0], f"split missing (found {sorted(map(str, data))})", "include train, valid and test")
+    """Read, repair and check the dataset in an unpickled MulT object; IEMOCAP's labels make it an emotions dataset."""
+    data = splits_of(data, path, "MulT")
     emotions = name == "iemocap"
     notes: dict[str, int] = {}
     splits = {s: read_split(data[s], path, s, emotions, notes) for s in SPLITS}

@@ -21,6 +21,7 @@ from ray_msa.errors import InputError
 
 DEFAULT_LM = "minilm"
 MAX_TEXT_TOKENS = 50  # MMSA's MOSI/MOSEI text length
+UNKNOWN_WARNING = 0.2  # share of [UNK] tokens above which the text model is the wrong one
 
 
 def resolve_lm(name: str = DEFAULT_LM) -> str:
@@ -53,7 +54,12 @@ def load_lm(name: str = DEFAULT_LM):
 def tokenize(texts: np.ndarray, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS) -> tuple[np.ndarray, np.ndarray]:
     tokenizer = load_tokenizer(name)
     encoded = tokenizer(list(map(str, texts)), padding="max_length", truncation=True, max_length=max_tokens, return_tensors="np")
-    return encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64)
+    ids, mask = encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64)
+    unknown = float(((ids == tokenizer.unk_token_id) & (mask == 1)).sum() / max(mask.sum() - 2 * len(ids), 1))
+    if unknown > UNKNOWN_WARNING:  # e.g. SIMS's Chinese through the bundled (English) MiniLM vocabulary
+        print(f"warning: {unknown:.0%} of the text's tokens are unknown to {name}; pass --text-model with a model for this "
+              "language (e.g. bert-base-chinese for CH-SIMS) or --text features", flush=True)
+    return ids, mask
 
 
 def cache_dir() -> Path:
