@@ -24,9 +24,10 @@ METRICS = ("MAE", "Corr", "Acc7", "Acc5", "Has0_Acc2", "Has0_F1", "Non0_Acc2", "
 SIMS_METRICS = ("MAE", "Corr", "Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "F1_score")
 EMOTIONS = ("neutral", "happy", "sad", "angry")  # MulT's order of the (N, 4, 2) labels
 EMOTION_METRICS = ("Mean_Acc", "Mean_F1", *(f"{e}_{m}" for e in EMOTIONS for m in ("Acc", "F1")))
-METRIC_SETS = {"mmsa": METRICS, "sims": SIMS_METRICS, "emotions": EMOTION_METRICS}
-DEFAULT_METRIC = {"mmsa": "MAE", "sims": "MAE", "emotions": "Mean_F1"}
-ALL_METRICS = tuple(dict.fromkeys(METRICS + SIMS_METRICS + EMOTION_METRICS))
+CLASS_METRICS = ("Acc", "F1_weighted", "F1_macro")
+METRIC_SETS = {"mmsa": METRICS, "sims": SIMS_METRICS, "emotions": EMOTION_METRICS, "classes": CLASS_METRICS}
+DEFAULT_METRIC = {"mmsa": "MAE", "sims": "MAE", "emotions": "Mean_F1", "classes": "Acc"}
+ALL_METRICS = tuple(dict.fromkeys(METRICS + SIMS_METRICS + EMOTION_METRICS + CLASS_METRICS))
 LOWER_IS_BETTER = {"MAE"}
 
 
@@ -80,9 +81,17 @@ def emotion_metrics(logits: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {k: out[k] for k in EMOTION_METRICS}
 
 
+def class_metrics(logits: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Accuracy and weighted / macro F1 of the argmax class (MVSA's positive / neutral / negative)."""
+    pred = np.asarray(logits).argmax(-1)
+    truth = np.asarray(truth).reshape(-1)
+    return {"Acc": float(np.mean(pred == truth)), "F1_weighted": float(f1_score(truth, pred, average="weighted")),
+            "F1_macro": float(f1_score(truth, pred, average="macro"))}
+
+
 def compute_metrics(metric_set: str, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-    """The metrics of `metric_set` ("mmsa", "sims" or "emotions")."""
-    return {"mmsa": regression_metrics, "sims": sims_metrics, "emotions": emotion_metrics}[metric_set](pred, truth)
+    """The metrics of `metric_set` ("mmsa", "sims", "emotions" or "classes")."""
+    return {"mmsa": regression_metrics, "sims": sims_metrics, "emotions": emotion_metrics, "classes": class_metrics}[metric_set](pred, truth)
 
 
 def _multiclass_acc(pred: np.ndarray, truth: np.ndarray) -> float:

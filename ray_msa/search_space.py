@@ -1,4 +1,5 @@
-"""Read `tune_spaces/<arch>.yaml` into fixed settings and a Ray Tune search space."""
+"""Read `tune_spaces/<arch>.yaml` into fixed settings and a Ray Tune search space
+(`tune_spaces/mvsa.yaml` for the image+text classifier, which only MVSA-style data uses)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ DISTRIBUTIONS = {
     "choice": lambda a: tune.choice(list(a)),
     "randint": lambda a: tune.randint(*a),
 }
+FILE_NAMES = {"image_text": "mvsa"}
 
 
 def space_path(arch: str, explicit: str | Path | None = None) -> Path:
     if explicit:
         return Path(explicit)
+    arch = FILE_NAMES.get(arch, arch)
     for base in (Path.cwd() / "tune_spaces", SPACES_DIR):
         if (base / f"{arch}.yaml").is_file():
             return base / f"{arch}.yaml"

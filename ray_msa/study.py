@@ -268,14 +268,15 @@ def _log_model(tracker: Tracker, run_id: str, dataset: MSADataset, config: dict[
     from ray_msa.models import build_model
     from ray_msa.train.loop import model_config
 
-    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config), dataset.outputs)
+    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config), dataset.task)
     model.load_state_dict(state)
     model.eval()
     mlflow.set_tracking_uri(tracker.uri)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=["torch", "ray_msa"])
         mlflow.log_dict({"arch": config["arch"], "modalities": list(dataset.modalities), "feature_dims": dataset.feature_dims(),
-                         "model_config": model_config(config), "dataset": dataset.name}, "model_spec.json")
+                         "model_config": model_config(config), "dataset": dataset.name, "task": dataset.task,
+                         "metric_set": dataset.metric_set, "class_names": list(dataset.class_names)}, "model_spec.json")
     return info.model_uri
 
 

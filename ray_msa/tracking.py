@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -112,6 +113,19 @@ class Tracker:
             fig.tight_layout()
             self.client.log_figure(run_id, fig, f"{prefix.rstrip('_')}_over_epochs.png")
             plt.close(fig)
+
+    def confusion_matrix(self, run_id: str, truth: np.ndarray, pred: np.ndarray, names: tuple[str, ...]) -> None:
+        """The fold's best-epoch validation confusion matrix as a PNG artifact."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from sklearn.metrics import ConfusionMatrixDisplay
+
+        display = ConfusionMatrixDisplay.from_predictions(truth, pred, labels=list(range(len(names))), display_labels=list(names), colorbar=False)
+        display.figure_.tight_layout()
+        self.client.log_figure(run_id, display.figure_, "confusion_matrix.png")
+        plt.close(display.figure_)
 
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)

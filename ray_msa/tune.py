@@ -15,12 +15,14 @@ import sys
 from ray_msa.errors import InputError, exit_on_input_error
 from ray_msa.metrics import ALL_METRICS, DEFAULT_METRIC, METRIC_SETS
 
+DEFAULT_ARCH = {"score": "mtl", "emotions": "mult", "classes": "image_text"}
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ray_msa.tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", help="mosi, mosei, sims, iemocap (mosi has an embedded copy)")
+    parser.add_argument("dataset", help="mosi, mosei, sims, iemocap, or mvsa (image+text posts); mosi has an embedded copy")
     parser.add_argument("--data", help="directory with the dataset's files (default: the embedded copy)")
-    parser.add_argument("--arch", help="architecture (default mtl; mult for IEMOCAP's emotions)")
+    parser.add_argument("--arch", help="architecture (default mtl; mult for IEMOCAP's emotions; image_text for MVSA)")
     parser.add_argument("--trials", type=int, default=6, help="Optuna trials (default 6)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds per trial (default 5)")
     parser.add_argument("--epochs", type=int, help="maximum epochs per fold (default: the search space's fixed max_epochs)")
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ray_msa.data import load_dataset
     from ray_msa.data.text import prepare_text
-    from ray_msa.models import ARCHITECTURES, check_outputs
+    from ray_msa.models import ARCHITECTURES, check_task
     from ray_msa.search_space import load_space
     from ray_msa.study import StudySettings, default_storage, results_table, run_study
     from ray_msa.tracking import default_tracking_uri
@@ -57,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         if value < (2 if flag == "--folds" else 1):
             raise InputError(flag, str(value), "too small", f"use {flag} {'2' if flag == '--folds' else '1'} or more")
     dataset = load_dataset(args.dataset, args.data)
-    args.arch = args.arch or ("mult" if dataset.metric_set == "emotions" else "mtl")
-    check_outputs(args.arch, dataset.outputs)
+    args.arch = args.arch or DEFAULT_ARCH[dataset.task]
+    check_task(args.arch, dataset.task)
     if ARCHITECTURES[args.arch].needs_token_ids and args.text != "finetune":
         print(f"{args.arch} runs the language model inside the network: using --text finetune")
         args.text = "finetune"
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{dataset.source} has text features but no transcripts: using --text features")
         args.text = "features"
         fixed["finetune_text"] = False
-    dataset = prepare_text(dataset, args.text, args.text_model)
+    dataset = prepare_text(dataset, args.text, args.text_model, keep_ids=dataset.task == "classes")
     metric = args.metric or DEFAULT_METRIC[dataset.metric_set]
     if metric not in METRIC_SETS[dataset.metric_set]:
         raise InputError("--metric", metric, f"not a metric of {args.dataset}", f"use one of {', '.join(METRIC_SETS[dataset.metric_set])}")

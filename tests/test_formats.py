@@ -85,7 +85,7 @@ def test_csd_round_trip(tmp_path):
 def test_emotions_need_a_classifier_head(tmp_path):
     write_mult_pickle(tmp_path, "iemocap", "aligned", SIZES)
     ds = load_dataset("iemocap", tmp_path, cache_root=tmp_path / "cache")
-    with pytest.raises(InputError, match="cannot classify emotions"):
+    with pytest.raises(InputError, match="cannot predict IEMOCAP.s four emotions"):
         train_and_evaluate(ds, "mtl")
 
 

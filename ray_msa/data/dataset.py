@@ -34,6 +34,7 @@ class Split:
     vision: np.ndarray | None = None  # (N, Lv, Dv) float32
     vision_lengths: np.ndarray | None = None
     unimodal_labels: np.ndarray | None = None  # (N, 3) float32 text/audio/vision scores (CH-SIMS)
+    image: np.ndarray | None = None  # (N, 3, S, S) uint8 pixels (image+text posts)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -53,8 +54,9 @@ class Split:
         out = {}
         for name in names:
             arrays = [getattr(p, name) for p in parts]
-            if all(hasattr(a, "take_rows") for a in arrays) and len({a.path for a in arrays}) == 1:
-                out[name] = type(arrays[0]).concat(arrays)  # rows of the same cache file: stays lazy
+            filled = [a for a in arrays if len(a)]  # an empty split is read eagerly: it must not make the rest eager
+            if filled and all(hasattr(a, "take_rows") for a in filled) and len({a.path for a in filled}) == 1:
+                out[name] = type(filled[0]).concat(filled)  # rows of the same cache file: stays lazy
                 continue
             arrays = [np.asarray(a) for a in arrays]
             if arrays[0].ndim >= 2 and name not in ("ids", "video_ids", "labels", "raw_text", "unimodal_labels"):
@@ -79,13 +81,14 @@ class MSADataset:
     source: str
     label_range: tuple[float, float] = (-3.0, 3.0)
     notes: dict[str, str] = field(default_factory=dict)
-    metric_set: str = "mmsa"  # how predictions are scored: "mmsa" (MOSI/MOSEI), "sims" or "emotions" (IEMOCAP)
+    metric_set: str = "mmsa"  # how predictions are scored: "mmsa" (MOSI/MOSEI), "sims", "emotions" (IEMOCAP), "classes" (MVSA)
     stored_fingerprint: str | None = None  # set when read from the HDF5 cache, which stores it
+    class_names: tuple[str, ...] = ()  # for class labels (MVSA: negative, neutral, positive)
 
     @property
-    def outputs(self) -> int:
-        """Network outputs per sample: one score, or two logits for each of the four emotions."""
-        return 8 if self.metric_set == "emotions" else 1
+    def task(self) -> str:
+        """What a model must predict: "score" (MOSI/MOSEI/SIMS), "emotions" (IEMOCAP) or "classes" (MVSA)."""
+        return {"emotions": "emotions", "classes": "classes"}.get(self.metric_set, "score")
 
     @property
     def modalities(self) -> tuple[str, ...]:

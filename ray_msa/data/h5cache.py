@@ -29,7 +29,7 @@ import numpy as np
 
 from ray_msa.data.dataset import SPLITS, MSADataset, Split
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 LAZY_MIN_BYTES = 1 << 20  # arrays smaller than this are read eagerly (ids, labels, lengths, utterance vectors)
 _OPEN: dict[tuple[str, int, int], h5py.File] = {}
 
@@ -140,6 +140,7 @@ def write_cache(dataset: MSADataset, path: Path, provenance: dict[str, str]) -> 
                 "format_version": FORMAT_VERSION, "name": dataset.name, "source": dataset.source, "fingerprint": fingerprint,
                 "label_range": json.dumps(list(dataset.label_range)), "metric_set": dataset.metric_set,
                 "notes": json.dumps(dataset.notes, sort_keys=True), "provenance": json.dumps(provenance, sort_keys=True),
+                "class_names": json.dumps(list(dataset.class_names)),
             })
         os.replace(tmp, path)
     except BaseException:
@@ -167,4 +168,5 @@ def read_cache(path: Path) -> MSADataset:
     return MSADataset(
         name=str(attrs["name"]), splits=splits, source=str(attrs["source"]), label_range=tuple(json.loads(attrs["label_range"])),
         notes=json.loads(attrs["notes"]), metric_set=str(attrs["metric_set"]), stored_fingerprint=str(attrs["fingerprint"]),
+        class_names=tuple(json.loads(attrs.get("class_names", "[]"))),
     )

@@ -25,13 +25,16 @@ from ray_msa.data.safe_pickle import load_pickle
 from ray_msa.errors import InputError
 
 EMBEDDED = Path(__file__).parent / "embedded"
-KNOWN = ("mosi", "mosei", "sims", "iemocap")
+KNOWN = ("mosi", "mosei", "sims", "iemocap", "mvsa")
+MVSA_FILES = "train.txt + test_without_label.txt + data/<guid>.jpg and data/<guid>.txt"
 LABEL_RANGES = {"sims": (-1.0, 1.0)}
 METRIC_SETS = {"sims": "sims", "iemocap": "emotions"}
 
 
 def accepted_files(name: str) -> list[str]:
     """The file names a directory for `name` may hold, in the order they are tried."""
+    if name == "mvsa":
+        return [MVSA_FILES]
     mmsa = [f for f in MMSA_FILES if ("39" in f) == (name == "sims")]
     csv = "label.csv (+ " + " or ".join(FEATURE_TABLE_NAMES[:2]) + ", or .csd feature files)"
     return [*mmsa, *MULT_FILES.get(name, ()), csv]
@@ -45,7 +48,7 @@ def search_paths(name: str, data: str | Path | None) -> list[Path]:
 
 
 def locate(name: str, data: str | Path | None) -> tuple[str, Path]:
-    """(kind, path): kind is 'pickle' (a file) or 'csv' (a directory with label.csv)."""
+    """(kind, path): kind is "pickle" (a file), "csv" (a directory with label.csv) or "mvsa" (image+text posts)."""
     looked = search_paths(name, data)
     for path in looked:
         if path.is_file():
@@ -54,6 +57,10 @@ def locate(name: str, data: str | Path | None) -> tuple[str, Path]:
             if path.name == "label.csv":
                 return "csv", path.parent
             raise InputError(path, "--data", "not a dataset file this reader knows", f"pass a directory or one of: {', '.join(accepted_files(name))}")
+        if path.is_dir() and name == "mvsa":
+            if (path / "train.txt").is_file() and (path / "data").is_dir():
+                return "mvsa", path
+            continue
         if path.is_dir():
             for file_name in [*accepted_files(name)[:-1]]:
                 if (path / file_name).is_file():
@@ -78,6 +85,10 @@ def read_source(name: str, kind: str, path: Path) -> MSADataset:
 
 def _read_source(name: str, kind: str, path: Path) -> MSADataset:
     label_range = LABEL_RANGES.get(name, (-3.0, 3.0))
+    if kind == "mvsa":
+        from ray_msa.data.mvsa import load_mvsa_dataset
+
+        return load_mvsa_dataset(path)
     if kind == "csv":
         return load_mmsa_csv_dir(path, name, label_range, METRIC_SETS.get(name, "mmsa"))
     data = load_pickle(path, "pickle")
@@ -90,6 +101,8 @@ def _read_source(name: str, kind: str, path: Path) -> MSADataset:
 def source_files(kind: str, path: Path) -> list[Path]:
     if kind == "pickle":
         return [path]
+    if kind == "mvsa":
+        return sorted([*(p for p in (path / "train.txt", path / "test_without_label.txt") if p.is_file()), *(path / "data").iterdir()])
     return sorted(p for p in path.iterdir() if p.is_file() and (p.name == "label.csv" or p.name in FEATURE_TABLE_NAMES or p.suffix == ".csd"))
 
 

@@ -94,12 +94,13 @@ def embed_frozen(ids: np.ndarray, mask: np.ndarray, name: str = DEFAULT_LM, batc
     return out
 
 
-def prepare_text(dataset: MSADataset, mode: str, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS) -> MSADataset:
+def prepare_text(dataset: MSADataset, mode: str, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS, keep_ids: bool = False) -> MSADataset:
     """Give every split the text input the model needs.
 
     mode 'finetune': token ids + mask (the LM is part of the model);
     mode 'frozen': contextual embeddings of the frozen LM (computed once, cached);
     mode 'features': keep the text features the source already has.
+    `keep_ids` keeps the token ids beside frozen embeddings (models that may also embed text themselves).
     """
     if mode == "features":
         if dataset.splits["train"].text is None:
@@ -122,5 +123,6 @@ def prepare_text(dataset: MSADataset, mode: str, name: str = DEFAULT_LM, max_tok
         else:
             features = embed_frozen(ids, mask, name) if len(ids) else np.zeros((0, max_tokens, 1), np.float32)
             arrays = {k: v for k, v in split.arrays().items() if k not in ("text_ids", "text_mask")}
-            new[split_name] = Split(**{**arrays, "text": features, "text_lengths": lengths})
+            ids_kept = {"text_ids": ids, "text_mask": mask} if keep_ids else {}
+            new[split_name] = Split(**{**arrays, **ids_kept, "text": features, "text_lengths": lengths})
     return dataset.with_splits(**new)

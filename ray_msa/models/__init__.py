@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from ray_msa.errors import InputError
 from ray_msa.models.awf import AdaptiveWeightFusion
 from ray_msa.models.base import ModelOutput, MSAModel
 from ray_msa.models.cenet import CENet
+from ray_msa.models.image_text import ImageTextClassifier
 from ray_msa.models.lf_dnn import LateFusionDNN
 from ray_msa.models.lf_lstm import LateFusionLSTM
 from ray_msa.models.lmf import LowRankMultimodalFusion
@@ -25,27 +25,27 @@ ARCHITECTURES: dict[str, type[MSAModel]] = {
     "lmf": LowRankMultimodalFusion,
     "lf_dnn": LateFusionDNN,
     "lf_lstm": LateFusionLSTM,
+    "image_text": ImageTextClassifier,
 }
+OUTPUTS = {"score": 1, "emotions": 8, "classes": 3}  # head width per task
+TASK_WORDS = {"score": "a sentiment score", "emotions": "IEMOCAP's four emotions", "classes": "positive/neutral/negative classes"}
 
 
-def build_model(arch: str, modalities: tuple[str, ...], feature_dims: dict[str, int], config: dict[str, Any], outputs: int = 1) -> MSAModel:
-    """Instantiate architecture `arch` from a flat hyperparameter dict; `outputs` 8 for emotions."""
+def build_model(arch: str, modalities: tuple[str, ...], feature_dims: dict[str, int], config: dict[str, Any], task: str = "score") -> MSAModel:
+    """Instantiate architecture `arch` from a flat hyperparameter dict, with the head `task` needs."""
     if arch not in ARCHITECTURES:
         raise KeyError(f"unknown architecture '{arch}'; known: {sorted(ARCHITECTURES)}")
-    check_outputs(arch, outputs)
-    if outputs != 1:
-        config = {**config, "outputs": outputs}
+    check_task(arch, task)
+    if task != "score":
+        config = {**config, "outputs": OUTPUTS[task]}
     return ARCHITECTURES[arch](modalities=modalities, feature_dims=feature_dims, **config)
 
 
-def check_outputs(arch: str, outputs: int) -> None:
-    """Only architectures whose head takes `outputs` can classify IEMOCAP's emotions."""
-    def capable(name: str) -> bool:
-        return "outputs" in inspect.signature(ARCHITECTURES[name]).parameters
-
-    if outputs != 1 and not capable(arch):
-        raise InputError("--arch", arch, "predicts one sentiment score and cannot classify emotions",
-                         f"use one of {', '.join(sorted(n for n in ARCHITECTURES if capable(n)))}")
+def check_task(arch: str, task: str) -> None:
+    """Refuse an architecture whose head cannot predict `task` (e.g. mtl for IEMOCAP's emotions)."""
+    if task not in ARCHITECTURES[arch].tasks:
+        able = sorted(n for n, cls in ARCHITECTURES.items() if task in cls.tasks)
+        raise InputError("--arch", arch, f"cannot predict {TASK_WORDS[task]}", f"use one of {', '.join(able)}")
 
 
-__all__ = ["ARCHITECTURES", "ModelOutput", "MSAModel", "build_model", "check_outputs"]
+__all__ = ["ARCHITECTURES", "OUTPUTS", "ModelOutput", "MSAModel", "build_model", "check_task"]

@@ -26,6 +26,7 @@ class MSAModel(nn.Module):
     """Base class: input normalisation buffers, default L1 loss, no-op training hooks."""
 
     needs_token_ids = False  # True: text must enter as token ids (the LM runs inside the model)
+    tasks: tuple[str, ...] = ("score", "emotions")  # what its head can predict: a score, IEMOCAP's emotions, classes
     plot_prefixes: tuple[str, ...] = ()  # per-epoch training metrics worth a plot per fold
 
     def __init__(self, modalities: tuple[str, ...], feature_dims: dict[str, int], text_model: str = "minilm", finetune_text: bool = False, outputs: int = 1) -> None:

@@ -83,6 +83,7 @@ class TaskHead(nn.Module):
 
 
 class MultiTaskSequentialModel(MSAModel):
+    tasks = ("score",)  # its auxiliary tasks are the score's polarity and intensity
     def __init__(
         self,
         modalities: tuple[str, ...],

@@ -12,7 +12,7 @@ from ray_msa.data.dataset import Split
 
 SEQUENCES = {"text": "text_lengths", "text_ids": "text_lengths", "text_mask": "text_lengths", "audio": "audio_lengths", "vision": "vision_lengths"}
 STATS_CHUNK = 512
-MODEL_INPUTS = ("labels", "text", "text_ids", "text_mask", "text_lengths", "audio", "audio_lengths", "vision", "vision_lengths")
+MODEL_INPUTS = ("labels", "text", "text_ids", "text_mask", "text_lengths", "audio", "audio_lengths", "vision", "vision_lengths", "image")
 
 
 def shard(index: np.ndarray, rank: int, world: int, pad: bool) -> np.ndarray:
@@ -56,7 +56,9 @@ def batches(split: Split, groups: list[np.ndarray]) -> Iterator[dict[str, torch.
                 longest = max(int(arrays[SEQUENCES[name]][rows].max()), 1)
                 part = part[:, :longest]
             tensor = torch.from_numpy(np.ascontiguousarray(part))
-            batch[name] = tensor.float() if tensor.is_floating_point() else tensor.long()
+            if tensor.dtype != torch.uint8:  # pixels stay bytes until the model normalises them
+                tensor = tensor.float() if tensor.is_floating_point() else tensor.long()
+            batch[name] = tensor
         yield batch
 
 

@@ -67,9 +67,13 @@ class Fold:
     done: bool = False
     run_id: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+    best_predictions: np.ndarray | None = None  # validation outputs of the best epoch (confusion matrix)
 
     def progress(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("best_value", "best_epoch", "best_metrics", "bad_epochs", "done", "history")}
+        """What a checkpoint keeps (tensors, not arrays: checkpoints load with weights_only=True)."""
+        state = {k: getattr(self, k) for k in ("best_value", "best_epoch", "best_metrics", "bad_epochs", "done", "history")}
+        state["best_predictions"] = None if self.best_predictions is None else torch.as_tensor(self.best_predictions)
+        return state
 
 
 def progress(message: str) -> None:
@@ -84,7 +88,7 @@ def model_config(config: dict[str, Any]) -> dict[str, Any]:
 
 def new_engine(config: dict[str, Any], dataset: MSADataset, split: Split, train_idx: np.ndarray, seed: int, ctx: WorkerContext) -> Engine:
     torch.manual_seed(seed)
-    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config), dataset.outputs)
+    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config), dataset.task)
     model.set_input_stats(input_stats(split, train_idx, dataset.modalities))
     model.prepare_from_training_data(split, train_idx)
     return make_engine(config.get("engine", "ddp"), model, config, ctx.device)
@@ -154,7 +158,8 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
     metric, seed = config.get("metric") or DEFAULT_METRIC[dataset.metric_set], int(config.get("seed", 0))
     metric_names = METRIC_SETS[dataset.metric_set]
     folds = []
-    for i, (train_idx, val_idx) in enumerate(group_folds(pool.video_ids, int(config["folds"]), seed)):
+    classes = pool.labels if dataset.task == "classes" else None
+    for i, (train_idx, val_idx) in enumerate(group_folds(pool.video_ids, int(config["folds"]), seed, classes)):
         folds.append(Fold(i, train_idx, val_idx, new_engine(config, dataset, pool, train_idx, seed * 1000 + i, ctx)))
     start_epoch = 0
     if resume:
@@ -175,9 +180,11 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
         for fold in (f for f in folds if not f.done):
             fit = train_epoch(fold.engine, pool, fold.train_idx, config, [seed, fold.index, epoch], ctx)
             fold.history.append(fit)
-            val = compute_metrics(dataset.metric_set, predict(fold.engine, pool, fold.val_idx, config["batch_size"], ctx), pool.labels[fold.val_idx])
+            predictions = predict(fold.engine, pool, fold.val_idx, config["batch_size"], ctx)
+            val = compute_metrics(dataset.metric_set, predictions, pool.labels[fold.val_idx])
             if is_better(metric, val[metric], fold.best_value):
                 fold.best_value, fold.best_epoch, fold.best_metrics, fold.bad_epochs = val[metric], epoch, val, 0
+                fold.best_predictions = predictions
                 fold.best_state = copy.deepcopy(fold.engine.model.state_dict())
             else:
                 fold.bad_epochs += 1
@@ -189,6 +196,8 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
                 if fold.done:
                     tracker.metrics(fold.run_id, {**fold.best_metrics, "best_epoch": fold.best_epoch + 1})
                     tracker.plot_history(fold.run_id, fold.history, fold.engine.model.plot_prefixes)
+                    if dataset.task == "classes":
+                        tracker.confusion_matrix(fold.run_id, pool.labels[fold.val_idx], np.asarray(fold.best_predictions).argmax(-1), dataset.class_names)
                     tracker.finish(fold.run_id)
         summary = fold_summary(folds, metric_names)
         all_done = all(f.done for f in folds)
@@ -223,6 +232,8 @@ def run_final_training(config: dict[str, Any], dataset: MSADataset, ctx: WorkerC
         if tracker is not None:
             tracker.metrics(config["study_run_id"], {f"final_{k}": v for k, v in fit.items()}, step=epoch)
     test = dataset.splits["test"]
+    if dataset.task == "classes" and (test.labels < 0).all():  # unlabelled test posts: the CV metrics are the result
+        return {}, engine
     scores = predict(engine, test, np.arange(len(test)), config["batch_size"], ctx)
     return compute_metrics(dataset.metric_set, scores, test.labels), engine
 

@@ -1,0 +1,210 @@
+"""Image + text posts: the reader (encodings, cleaning, nothing silently dropped), the
+pretrained EfficientNet-Lite0, the classifier's encoders, fusions and focal loss, and the
+study -> predict path on a small copy of the real MVSA folder."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ray_msa.data.mvsa import TAGS, clean, read_posts
+from ray_msa.errors import InputError
+from ray_msa.models.image_text import ImageTextClassifier, sigmoid_focal_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+MVSA = ROOT.parent / "shared" / "data" / "mvsa_ecnu"
+
+
+@pytest.fixture(scope="module")
+def small_mvsa(tmp_path_factory) -> Path:
+    """48 labelled posts (16 per tag, with GB18030 texts among them) and 8 unlabelled ones."""
+    if not (MVSA / "train.txt").is_file():
+        pytest.skip(f"real MVSA files not found at {MVSA}")
+    out = tmp_path_factory.mktemp("mvsa")
+    (out / "data").mkdir()
+    rows = list(csv.DictReader((MVSA / "train.txt").open()))
+    chosen = [r for tag in TAGS for r in [r for r in rows if r["tag"] == tag][:16]]
+    gb = [r for r in rows if _not_utf8(MVSA / "data" / f"{r['guid']}.txt") and r not in chosen][:4]
+    unlabelled = list(csv.DictReader((MVSA / "test_without_label.txt").open()))[:8]
+    for r in chosen + gb + unlabelled:
+        for ext in ("jpg", "txt"):
+            shutil.copy(MVSA / "data" / f"{r['guid']}.{ext}", out / "data")
+    _write(out / "train.txt", chosen + gb)
+    _write(out / "test_without_label.txt", unlabelled)
+    return out
+
+
+def _not_utf8(path: Path) -> bool:
+    try:
+        path.read_bytes().decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+def _write(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["guid", "tag"])
+        writer.writerows((r["guid"], r["tag"]) for r in rows)
+
+
+def test_cleaning_keeps_hashtag_words_and_drops_urls_mentions_retweets():
+    assert clean("RT @someone: Great day!! #sunny #beach http://t.co/x1 www.a.b") == "Great day!! sunny beach"
+    assert clean("@a @b_c loved it #love") == "loved it love"
+
+
+def test_reader_decodes_every_encoding_and_counts_fallbacks(small_mvsa):
+    posts = read_posts(small_mvsa, "train.txt", labelled=True)
+    assert len(posts.guids) == 52 and posts.encodings["gb18030"] >= 4 and sum(posts.encodings.values()) == 52
+    assert set(posts.labels.tolist()) == {0, 1, 2}
+    assert [g for g, t in zip(posts.guids, posts.texts) if not t] == posts.image_only  # link-only texts, listed
+    unlabelled = read_posts(small_mvsa, "test_without_label.txt", labelled=False)
+    assert len(unlabelled.guids) == 8 and (unlabelled.labels == -1).all()
+
+
+def test_reader_names_the_guids_it_cannot_use(small_mvsa, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(small_mvsa, broken)
+    guids = [r["guid"] for r in csv.DictReader((broken / "train.txt").open())]
+    (broken / "data" / f"{guids[0]}.jpg").unlink()
+    with pytest.raises(InputError, match=f"no image: 1 posts: {guids[0]}"):
+        read_posts(broken, "train.txt", labelled=True)
+    shutil.copy(small_mvsa / "data" / f"{guids[0]}.jpg", broken / "data")
+    (broken / "data" / f"{guids[1]}.txt").write_bytes(b"RT @x: http://t.co/a ")  # only a link: kept, as image only, and listed
+    assert guids[1] in read_posts(broken, "train.txt", labelled=True).image_only
+    (broken / "data" / f"{guids[1]}.txt").write_bytes(b" \r\n")
+    with pytest.raises(InputError, match=f"empty text file: 1 posts: {guids[1]}"):
+        read_posts(broken, "train.txt", labelled=True)
+    (broken / "train.txt").write_text(f"guid,tag\n{guids[2]},happy\n")
+    with pytest.raises(InputError, match=f"unknown tag for 1 guids: {guids[2]}"):
+        read_posts(broken, "train.txt", labelled=True)
+
+
+def test_efficientnet_lite0_loads_every_weight():
+    from ray_msa.models.efficientnet_lite import EfficientNetLite0, weights_path
+
+    state = torch.load(weights_path(), map_location="cpu", weights_only=True)
+    result = EfficientNetLite0().load_state_dict(state, strict=False)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    from ray_msa.models.efficientnet_lite import pretrained_efficientnet_lite0
+
+    with torch.no_grad():
+        assert pretrained_efficientnet_lite0().eval()(torch.zeros(1, 3, 224, 224)).shape == (1, 1280, 7, 7)
+
+
+def batch(n: int = 4) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "vision": torch.randn(n, 49, 1280, generator=g), "vision_lengths": torch.full((n,), 49),
+        "text": torch.randn(n, 12, 384, generator=g), "text_lengths": torch.tensor([12, 5, 8, 3][:n]),
+        "text_ids": torch.randint(1, 1000, (n, 12), generator=g), "text_mask": torch.ones(n, 12, dtype=torch.long),
+        "image": torch.randint(0, 255, (n, 3, 64, 64), generator=g, dtype=torch.uint8), "labels": torch.tensor([0, 1, 2, 1][:n]),
+    }
+
+
+@pytest.mark.parametrize("encoder", ["pretrained", "scratch"])
+@pytest.mark.parametrize("fusion", ["concat", "cross", "bicross"])
+def test_every_encoder_and_fusion_trains(encoder, fusion):
+    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, encoder=encoder, fusion=fusion, dim=32, heads=4, ffn=64, layers=2)
+    out = model(batch())
+    assert out.score.shape == (4, 3)
+    loss, _ = model.loss(out, batch())
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)  # every module is used
+
+
+def test_text_padding_is_ignored():
+    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, fusion="bicross", dim=32, heads=4, ffn=64).eval()
+    b = batch()
+    changed = {**b, "text": b["text"].clone()}
+    changed["text"][1, 5:] = 100.0  # beyond sample 1's 5 real tokens
+    assert torch.allclose(model(b).score, model(changed).score, atol=1e-5)
+
+
+@pytest.mark.parametrize("use", ["image", "text"])
+def test_ablation_variants_use_one_modality(use):
+    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, use=use, dim=32, heads=4, ffn=64)
+    b = batch()
+    other = {**b, ("text" if use == "image" else "vision"): torch.zeros_like(b["text" if use == "image" else "vision"])}
+    model.eval()
+    assert torch.allclose(model(b).score, model(other).score)
+
+
+def test_focal_loss_reduces_to_binary_cross_entropy_and_down_weights_easy_samples():
+    logits, target = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 4.0, 0.0]]), torch.tensor([0, 1])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.nn.functional.one_hot(target, 3).float(), reduction="none").sum(-1).mean()
+    assert torch.isclose(sigmoid_focal_loss(logits, target, alpha=-1, gamma=0.0), bce)
+    easy, hard = torch.tensor([[6.0, -6.0, -6.0]]), torch.tensor([[0.0, 0.0, 0.0]])
+    ratio_focal = sigmoid_focal_loss(easy, torch.tensor([0]), 0.25, 2.0) / sigmoid_focal_loss(hard, torch.tensor([0]), 0.25, 2.0)
+    ratio_bce = sigmoid_focal_loss(easy, torch.tensor([0]), -1, 0.0) / sigmoid_focal_loss(hard, torch.tensor([0]), -1, 0.0)
+    assert ratio_focal < ratio_bce / 100
+
+
+def test_mvsa_dataset_is_stratified_and_cached(small_mvsa, tmp_path):
+    from ray_msa.data.folds import development_pool, group_folds
+    from ray_msa.data.sources import load_dataset
+
+    ds = load_dataset("mvsa", small_mvsa, cache_root=tmp_path)
+    train, test = ds.splits["train"], ds.splits["test"]
+    assert ds.task == "classes" and ds.class_names == TAGS and len(ds.splits["valid"]) == 0
+    assert train.vision.shape == (52, 49, 1280) and train.image.shape == (52, 3, 64, 64) and (test.labels == -1).all()
+    assert any("gb18030" in k for k in ds.notes)
+    pool = development_pool(ds)
+    for _, val in group_folds(pool.video_ids, 4, 0, pool.labels):
+        assert np.bincount(pool.labels[val], minlength=3).min() >= 3  # every fold keeps every class
+    assert load_dataset("mvsa", small_mvsa, cache_root=tmp_path).fingerprint() == ds.fingerprint()
+
+
+@pytest.mark.slow
+def test_tune_then_predict_the_unlabelled_posts(small_mvsa, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["RAY_MSA_STORAGE"] = str(tmp_path / "ray_results")
+    done = subprocess.run([sys.executable, "-m", "ray_msa.tune", "mvsa", "--data", str(small_mvsa), "--trials", "1", "--folds", "2", "--epochs", "1"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "F1_weighted" in done.stdout and "image_text on mvsa" in done.stdout
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    study_run = done.stdout.split("MLflow: study run ")[1].split()[0]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    folds = client.search_runs([client.get_run(study_run).info.experiment_id], "tags.role = 'fold'")
+    assert len(folds) == 2 and all("confusion_matrix.png" in [a.path for a in client.list_artifacts(f.info.run_id)] for f in folds)
+
+    from ray_msa.predict import main as predict
+
+    out = tmp_path / "predictions.csv"
+    assert predict(["--model", study_run, "--data", str(small_mvsa), "--out", str(out), "--tracking-uri", uri]) == 0
+    rows = list(csv.DictReader(out.open()))
+    expected = [r["guid"] for r in csv.DictReader((small_mvsa / "test_without_label.txt").open())]
+    assert [r["guid"] for r in rows] == expected and {r["tag"] for r in rows} <= set(TAGS)
+
+
+def test_predict_refuses_a_model_of_another_task(small_mvsa, tmp_path, capsys):
+    import mlflow
+    import mlflow.pytorch
+
+    from ray_msa.models import build_model
+    from ray_msa.predict import main as predict
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    model = build_model("lf_dnn", ("text",), {"text": 384}, {})
+    with mlflow.start_run() as run:
+        mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=["torch"])
+        mlflow.log_dict({"arch": "lf_dnn", "model_config": {}, "dataset": "mosi", "task": "score"}, "model_spec.json")
+    with pytest.raises(SystemExit) as exit_info:
+        predict(["--model", run.info.run_id, "--data", str(small_mvsa), "--out", str(tmp_path / "p.csv"), "--tracking-uri", uri])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "trained on mosi to predict a sentiment score" in err and "tune mvsa" in err
+    assert not (tmp_path / "p.csv").exists()
