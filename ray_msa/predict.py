@@ -87,8 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset("mvsa", args.data)
     dataset = prepare_text(dataset, "frozen", spec["model_config"].get("text_model", "minilm"), keep_ids=True)
     model = mlflow.pytorch.load_model(uri, map_location="cpu")
-    tags = predict_posts(model, dataset, "train" if args.split == "train" else "test")
-    part = dataset.splits["train" if args.split == "train" else "test"]
+    part = dataset.splits[args.split]
+    if not len(part):
+        listed = "train.txt" if args.split == "train" else "test_without_label.txt"
+        raise InputError(Path(args.data) / listed, "--split", f"no posts to tag ({listed} is absent or empty)", f"add {listed} or choose the other --split")
+    tags = predict_posts(model, dataset, args.split)
     names = spec.get("class_names") or list(dataset.class_names)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

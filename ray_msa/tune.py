@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     if metric not in METRIC_SETS[dataset.metric_set]:
         raise InputError("--metric", metric, f"not a metric of {args.dataset}", f"use one of {', '.join(METRIC_SETS[dataset.metric_set])}")
     videos = len(set(dataset.splits["train"].video_ids) | set(dataset.splits["valid"].video_ids))
+    if videos == 0:
+        raise InputError(dataset.source, "train", "no labelled samples to tune on", "add the labelled split (train.txt for image+text posts)")
     if args.folds > videos:
         raise InputError("--folds", str(args.folds), f"more folds than the {videos} videos of train+valid", f"use --folds {videos} or fewer")
     engine = args.engine or ("deepspeed" if args.gpu else "ddp")

@@ -165,7 +165,13 @@ def load_mvsa_dataset(directory: Path, scratch_size: int = SCRATCH_SIZE) -> MSAD
     (labels -1): cleaned text, EfficientNet-Lite0 tokens of the 224-pixel image (`vision`)
     and the image itself at `scratch_size` pixels for the from-scratch CNN (`image`)."""
     splits, notes = {}, {}
+    if not any((directory / name).is_file() for name in ("train.txt", "test_without_label.txt")):
+        raise InputError(directory, "train.txt", "neither train.txt nor test_without_label.txt found", "use the MVSA layout: data/, train.txt, test_without_label.txt")
     for split_name, index_name, labelled in (("train", "train.txt", True), ("test", "test_without_label.txt", False)):
+        if not (directory / index_name).is_file():  # a folder to predict may lack either list
+            notes[f"{index_name}"] = "absent"
+            splits[split_name] = None
+            continue
         posts = read_posts(directory, index_name, labelled)
         for encoding, count in posts.encodings.items():
             if encoding != "utf-8" and count:
@@ -179,6 +185,8 @@ def load_mvsa_dataset(directory: Path, scratch_size: int = SCRATCH_SIZE) -> MSAD
             ids=posts.guids, video_ids=posts.guids, labels=posts.labels, raw_text=posts.texts, vision=tokens,
             vision_lengths=np.full(len(posts.guids), tokens.shape[1], np.int64), image=small,
         )
-    empty = splits["train"].take(np.zeros(0, np.int64))
+    present = next(s for s in splits.values() if s is not None)
+    empty = present.take(np.zeros(0, np.int64))
+    splits = {name: empty if split is None else split for name, split in splits.items()}
     return MSADataset(name="mvsa", splits={"train": splits["train"], "valid": empty, "test": splits["test"]}, source=str(directory),
                       label_range=(0.0, float(len(TAGS) - 1)), notes=notes, metric_set="classes", class_names=TAGS)

@@ -58,7 +58,7 @@ def locate(name: str, data: str | Path | None) -> tuple[str, Path]:
                 return "csv", path.parent
             raise InputError(path, "--data", "not a dataset file this reader knows", f"pass a directory or one of: {', '.join(accepted_files(name))}")
         if path.is_dir() and name == "mvsa":
-            if (path / "train.txt").is_file() and (path / "data").is_dir():
+            if any((path / f).is_file() for f in ("train.txt", "test_without_label.txt")) and (path / "data").is_dir():
                 return "mvsa", path
             continue
         if path.is_dir():
