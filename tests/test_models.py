@@ -119,3 +119,16 @@ def test_mult_chunked_attention_matches_one_block(monkeypatch):
     chunked = mult.attention(q, k, v, allowed, dropout=1e-9)  # > 0 takes the chunked path, drops nothing
     whole = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_mult_attention_dropout_keeps_one_minus_p_without_bias():
+    from ray_msa.models.mult import attention, dropout_keep_mask
+
+    torch.manual_seed(0)
+    for p in (0.0, 0.1, 0.3, 0.5):
+        assert abs(dropout_keep_mask(torch.Size((1000, 1000)), p, torch.device("cpu")).float().mean().item() - (1 - p)) < 0.003
+    q, k, v = torch.randn(1, 2, 50, 8), torch.randn(1, 2, 40, 8), torch.randn(1, 2, 40, 8)
+    allowed = torch.ones(1, 1, 1, 40, dtype=torch.bool)
+    exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    mean = sum(attention(q, k, v, allowed, 0.3) for _ in range(2000)) / 2000  # inverted dropout: unbiased
+    assert (mean - exact).abs().mean() < 0.01

@@ -41,15 +41,32 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.T
 CHUNK_BYTES = 16 * 2**20  # keep each materialised score block under glibc's mmap threshold
 
 
+def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Bernoulli(1 - p) keep mask built from 15 random bits per element, four elements per
+    64-bit draw: on CPU about 5x faster than `bernoulli_`, which took 45% of a training
+    step on MOSI-length batches. p is rounded to a multiple of 1/32768."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_().view(torch.int16)[:n]
+    return (bits & 0x7FFF).ge_(round(p * 32768)).view(shape)  # int64 random_ leaves bit 63 clear: use 15 bits per lane
+
+
+def _dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, p: float) -> torch.Tensor:
+    weights = torch.softmax((q @ k.transpose(-2, -1)).mul_(q.size(-1) ** -0.5).masked_fill_(~allowed, float("-inf")), dim=-1)
+    return (weights * dropout_keep_mask(weights.shape, p, weights.device)).div_(1.0 - p) @ v
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, dropout: float) -> torch.Tensor:
-    """Fused attention. With attention dropout PyTorch's CPU kernel materialises the
-    (B, H, Lq, Lk) scores; large blocks are then mmapped and page-faulted on every call,
-    so queries are split into blocks that stay in the allocator's reusable heap."""
-    rows = q.size(0) * q.size(1) * k.size(2) * 4
-    if dropout == 0.0 or q.is_cuda or rows * q.size(2) <= CHUNK_BYTES:
+    """Fused attention without attention dropout (a flash kernel on CPU). With dropout the
+    scores must be materialised: queries are then processed in blocks that stay in the
+    allocator's reusable heap (larger ones are mmapped and page-faulted on every call), and
+    on CPU the dropout mask comes from `dropout_keep_mask` instead of `bernoulli_`."""
+    if dropout == 0.0:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    if q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+    rows = q.size(0) * q.size(1) * k.size(2) * 4
     block = max(1, CHUNK_BYTES // rows)
-    return torch.cat([F.scaled_dot_product_attention(q[:, :, i : i + block], k, v, attn_mask=allowed, dropout_p=dropout) for i in range(0, q.size(2), block)], dim=2)
+    return torch.cat([_dropout_attention(q[:, :, i : i + block], k, v, allowed, dropout) for i in range(0, q.size(2), block)], dim=2)
 
 
 class TransformerLayer(nn.Module):
