@@ -35,7 +35,9 @@ def resolve_model(model: str, tracking_uri: str) -> tuple[str, dict]:
             run_id, uri = model.split("/")[1], model
         else:
             run_id = model
-            found = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+            client = mlflow.MlflowClient()
+            experiment = client.get_run(run_id).info.experiment_id
+            found = [m for m in client.search_logged_models([experiment]) if m.source_run_id == run_id]
             if not found:
                 raise InputError(model, "--model", "this run logged no model", "pass the study run id printed at the end of `tune`, or its models:/ URI")
             uri = f"models:/{found[0].model_id}"

@@ -58,7 +58,7 @@ class Split:
             if filled and all(hasattr(a, "take_rows") for a in filled) and len({a.path for a in filled}) == 1:
                 out[name] = type(filled[0]).concat(filled)  # rows of the same cache file: stays lazy
                 continue
-            arrays = [np.asarray(a) for a in arrays]
+            arrays = [np.asarray(a) for a in (filled or arrays[:1])]  # empty parts add nothing (and may lack the width)
             if arrays[0].ndim >= 2 and name not in ("ids", "video_ids", "labels", "raw_text", "unimodal_labels"):
                 longest = max(a.shape[1] for a in arrays)
                 arrays = [_pad_time(a, longest) for a in arrays]
@@ -121,7 +121,7 @@ class MSADataset:
                 if array.dtype.kind in "OUS":
                     digest.update("\x1f".join(map(str, array.tolist())).encode())
                 else:
-                    digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))  # no copy of large arrays
+                    digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # bytes without a copy
         return digest.hexdigest()[:16]
 
     def with_splits(self, **splits: Split) -> MSADataset:

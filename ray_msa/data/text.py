@@ -52,6 +52,8 @@ def load_lm(name: str = DEFAULT_LM):
 
 
 def tokenize(texts: np.ndarray, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS) -> tuple[np.ndarray, np.ndarray]:
+    if len(texts) == 0:  # an empty split (MVSA has no valid split)
+        return np.zeros((0, max_tokens), np.int64), np.zeros((0, max_tokens), np.int64)
     tokenizer = load_tokenizer(name)
     encoded = tokenizer(list(map(str, texts)), padding="max_length", truncation=True, max_length=max_tokens, return_tensors="np")
     ids, mask = encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64)
