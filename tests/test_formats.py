@@ -142,3 +142,16 @@ def test_missing_dataset_says_where_it_looked_and_what_it_accepts(tmp_path, monk
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ")
     for expected in (str(tmp_path / "datasets" / "sims"), str(tmp_path / "data" / "sims"), "unaligned_39.pkl", "label.csv", "--data"):
         assert expected in err
+
+
+def test_sims_label_csv_keeps_chinese_text_and_unimodal_labels(tmp_path):
+    rows = [("video_0001", "1", "我今天很开心", "0.8", "0.6", "1.0", "0.4", "train"), ("video_0001", "2", "这部电影太无聊了", "-0.6", "-0.8", "-0.2", "0.0", "train"),
+            ("video_0002", "1", "还可以吧", "0.0", "0.2", "-0.2", "0.0", "valid"), ("video_0003", "1", "演员演得很好", "1.0", "1.0", "0.8", "0.6", "test")]
+    with (tmp_path / "label.csv").open("w", encoding="utf-8") as handle:
+        handle.write("video_id,clip_id,text,label,label_T,label_A,label_V,mode\n")
+        handle.writelines(",".join(r) + "\n" for r in rows)
+    ds = load_dataset("sims", tmp_path, cache_root=tmp_path / "cache")
+    train = ds.splits["train"]
+    assert ds.metric_set == "sims" and ds.label_range == (-1.0, 1.0)
+    assert train.raw_text.tolist() == ["我今天很开心", "这部电影太无聊了"]
+    assert np.allclose(train.unimodal_labels, [[0.6, 1.0, 0.4], [-0.8, -0.2, 0.0]])
