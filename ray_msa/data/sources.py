@@ -11,6 +11,7 @@ the segments of a labels `.csd`). Every source is converted once into an HDF5 ca
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,10 @@ def load_dataset(name: str, data: str | Path | None = None, cache_root: Path | N
             return read_cache(target)
         except (OSError, KeyError, ValueError):  # unreadable cache: convert again (the source is the truth)
             target.unlink(missing_ok=True)
+    started = time.perf_counter()
     dataset = read_source(name, kind, path)
-    write_cache(dataset, target, {"kind": kind, "path": str(path), "files": ", ".join(p.name for p in source_files(kind, path))})
+    files = source_files(kind, path)
+    listed = ", ".join(p.name for p in files) if len(files) <= 20 else f"{files[0].name}, ... ({len(files)} files)"  # HDF5 attributes are small
+    write_cache(dataset, target, {"kind": kind, "path": str(path), "files": listed})
+    print(f"converted {path} to the HDF5 cache {target} in {time.perf_counter() - started:.0f}s (later loads read the cache)", flush=True)
     return read_cache(target)
