@@ -64,7 +64,7 @@ def predict_posts(model, dataset, split: str, batch_size: int = 64) -> np.ndarra
     part = dataset.splits[split]
     model.eval()
     with torch.inference_mode():
-        logits = [model(batch).score.float().numpy() for batch in batches(part, in_order(np.arange(len(part)), batch_size))]
+        logits = [model(batch).score.float().numpy() for batch in batches(part, in_order(np.arange(len(part)), batch_size), model.inputs())]
     return np.concatenate(logits).argmax(-1)
 
 

@@ -37,6 +37,7 @@ class StudySettings:
     storage: str
     fixed: dict[str, Any]
     space: dict[str, Any]
+    start: dict[str, Any] | None = None  # first configuration to evaluate (the space file's `start:`)
     cpus_per_worker: float | None = None
     use_gpu: bool = False
     text_mode: str = "frozen"
@@ -212,7 +213,8 @@ def run_study(dataset: MSADataset, settings: StudySettings) -> StudyResult:
                 mode=settings.mode,
                 num_samples=settings.trials,
                 max_concurrent_trials=concurrent,
-                search_alg=OptunaSearch(sampler=TPESampler(seed=settings.seed, n_startup_trials=max(2, min(5, settings.trials // 3)))),
+                search_alg=OptunaSearch(sampler=TPESampler(seed=settings.seed, n_startup_trials=max(2, min(5, settings.trials // 3))),
+                                        points_to_evaluate=[settings.start] if settings.start else None),
                 scheduler=ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(2, max_epochs), reduction_factor=2),
             ),
             run_config=tune.RunConfig(name=study_name, storage_path=settings.storage, callbacks=[callback], verbose=0),

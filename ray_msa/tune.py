@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray_msa.data import load_dataset
     from ray_msa.data.text import prepare_text
     from ray_msa.models import ARCHITECTURES, check_task
-    from ray_msa.search_space import load_space
+    from ray_msa.search_space import load_space, load_start
     from ray_msa.study import StudySettings, default_storage, results_table, run_study
     from ray_msa.tracking import default_tracking_uri
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         arch=args.arch, dataset=args.dataset, trials=args.trials, folds=args.folds, workers=args.workers, engine=engine,
         seed=args.seed, metric=metric, tracking_uri=args.tracking_uri or default_tracking_uri(),
         storage=args.storage or default_storage(), fixed=fixed, space=space, cpus_per_worker=args.cpus_per_worker,
-        use_gpu=args.gpu, text_mode=args.text,
+        use_gpu=args.gpu, text_mode=args.text, start=load_start(args.arch, args.space),
     )
     result = run_study(dataset, settings)
     print()

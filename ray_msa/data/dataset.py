@@ -129,5 +129,5 @@ class MSADataset:
 
     def summary(self) -> str:
         sizes = ", ".join(f"{s} {len(self.splits[s])}" for s in SPLITS)
-        repairs = f"; repaired: {', '.join(f'{k} ({v})' for k, v in self.notes.items())}" if self.notes else ""
+        repairs = f"; reader notes (repairs, fallbacks): {', '.join(f'{k} ({v})' for k, v in self.notes.items())}" if self.notes else ""
         return f"{self.name}: {sizes}; modalities {'+'.join(self.modalities)} ({self.source}){repairs}"

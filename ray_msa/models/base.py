@@ -46,6 +46,10 @@ class MSAModel(nn.Module):
             self.lm = load_lm(text_model)
             self.input_dims["text"] = self.lm.config.hidden_size
 
+    def inputs(self) -> tuple[str, ...] | None:
+        """Batch fields the model reads (None: all); the loop never reads the others from disk."""
+        return None
+
     def set_input_stats(self, stats: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Store training-data mean/std per modality; applied inside forward, so they ship with the model."""
         for m, (mean, std) in stats.items():

@@ -119,6 +119,11 @@ class ImageTextClassifier(MSAModel):
         width = dim * (2 if use == "image+text" else 1)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, outputs))
 
+    def inputs(self) -> tuple[str, ...]:
+        image = () if self.use == "text" else ("vision", "vision_lengths") if self.encoder == "pretrained" else ("image",)
+        text = () if self.use == "image" else ("text", "text_lengths") if self.encoder == "pretrained" else ("text_ids", "text_mask", "text_lengths")
+        return ("labels", *image, *text)
+
     def image_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.encoder == "pretrained":
             return self.image_in(self.normalised(batch, "vision"))

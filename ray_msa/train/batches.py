@@ -45,9 +45,11 @@ def length_bucketed(index: np.ndarray, lengths: np.ndarray, batch_size: int, rng
     return [groups[i] for i in rng.permutation(len(groups))]
 
 
-def batches(split: Split, groups: list[np.ndarray]) -> Iterator[dict[str, torch.Tensor]]:
-    """One batch per index group, as float32/int64 tensors trimmed to the longest sequence."""
-    arrays = {k: v for k, v in split.arrays().items() if k in MODEL_INPUTS}
+def batches(split: Split, groups: list[np.ndarray], inputs: tuple[str, ...] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """One batch per index group, as float32/int64 tensors trimmed to the longest sequence;
+    `inputs` limits it to what the model reads (lazy features it ignores are never read)."""
+    wanted = MODEL_INPUTS if inputs is None else inputs
+    arrays = {k: v for k, v in split.arrays().items() if k in wanted and k in MODEL_INPUTS}
     for rows in groups:
         batch = {}
         for name, array in arrays.items():

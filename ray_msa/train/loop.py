@@ -89,7 +89,8 @@ def model_config(config: dict[str, Any]) -> dict[str, Any]:
 def new_engine(config: dict[str, Any], dataset: MSADataset, split: Split, train_idx: np.ndarray, seed: int, ctx: WorkerContext) -> Engine:
     torch.manual_seed(seed)
     model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config), dataset.task)
-    model.set_input_stats(input_stats(split, train_idx, dataset.modalities))
+    reads = model.inputs()
+    model.set_input_stats(input_stats(split, train_idx, tuple(m for m in dataset.modalities if reads is None or m in reads)))
     model.prepare_from_training_data(split, train_idx)
     return make_engine(config.get("engine", "ddp"), model, config, ctx.device)
 
@@ -107,7 +108,7 @@ def train_epoch(engine: Engine, split: Split, index: np.ndarray, config: dict[st
     groups = length_bucketed(local, sequence_lengths(split), max(1, config["batch_size"] // ctx.world), rng)
     sums: dict[str, float] = {}
     steps = 0
-    for batch in batches(split, groups):
+    for batch in batches(split, groups, engine.model.inputs()):
         batch = to_device(batch, ctx.device)
         output = engine.forward(batch)
         loss, parts = engine.model.loss(output, batch)
@@ -128,7 +129,7 @@ def predict(engine: Engine, split: Split, index: np.ndarray, batch_size: int, ct
     positions = shard(np.arange(len(index)), ctx.rank, ctx.world, pad=False)
     positions = positions[np.argsort(sequence_lengths(split)[index[positions]], kind="stable")]
     groups = in_order(index[positions], batch_size)
-    scores = [engine.predict(to_device(b, ctx.device)).score.float().cpu().numpy() for b in batches(split, groups)]
+    scores = [engine.predict(to_device(b, ctx.device)).score.float().cpu().numpy() for b in batches(split, groups, engine.model.inputs())]
     local = (positions, np.concatenate(scores) if scores else np.zeros(0, np.float32))
     parts = [local]
     if ctx.world > 1:
