@@ -3,7 +3,7 @@ text only, each a stratified K-fold cross-validation; prints accuracy and weight
 
 The configuration is the best one of a study: `--config-run RUN` (a study run id), else
 the latest finished `tune mvsa` study in the tracking store, else the search space's
-fixed settings with the model's defaults. Each variant is recorded in MLflow as a child
+`start:` configuration (with its fixed settings in every case). Each variant is recorded in MLflow as a child
 of one ablation run.
 """
 
@@ -31,7 +31,7 @@ def best_config(tracking_uri: str, run_id: str | None) -> tuple[dict[str, Any], 
         runs = client.search_runs([experiment.experiment_id], "tags.role = 'study' and attributes.status = 'FINISHED'",
                                   order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
         if not runs:
-            return {}, "defaults (no finished mvsa study in the tracking store)"
+            return {}, "the search space's start configuration (no finished mvsa study in the tracking store)"
         run_id = runs[0].info.run_id
     params = client.get_run(run_id).data.params
     config = {k[len("best."):]: yaml.safe_load(v) for k, v in params.items() if k.startswith("best.")}
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ray_msa.data import load_dataset
     from ray_msa.data.text import prepare_text
-    from ray_msa.search_space import load_space
+    from ray_msa.search_space import load_space, load_start
     from ray_msa.tracking import Tracker, default_tracking_uri
     from ray_msa.train.loop import WorkerContext, run_cross_validation
 
@@ -62,10 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     dataset = prepare_text(load_dataset(args.dataset, args.data), "frozen", keep_ids=True)
     fixed, _ = load_space("image_text")
     tuned, origin = best_config(uri, args.config_run)
+    tuned = tuned or load_start("image_text") or {}
     config = {**fixed, **tuned, "arch": "image_text", "folds": args.folds, "seed": args.seed, "metric": "Acc"}
     if args.epochs:
         config["max_epochs"] = args.epochs
-    print(f"{dataset.summary()}\nconfiguration from {origin}: {tuned or 'model defaults'}", flush=True)
+    print(f"{dataset.summary()}\nconfiguration from {origin}: {tuned}", flush=True)
     tracker = Tracker(uri)
     parent = tracker.start(tracker.experiment("ray_msa-mvsa"), "ablation", {"role": "ablation", "arch": "image_text", "dataset": "mvsa"})
     tracker.params(parent, {k: v for k, v in config.items()} | {"config_from": origin})

@@ -208,3 +208,13 @@ def test_predict_refuses_a_model_of_another_task(small_mvsa, tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "trained on mosi to predict a sentiment score" in err and "tune mvsa" in err
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_ablation_prints_image_text_image_and_text(small_mvsa, tmp_path, capsys, monkeypatch):
+    from ray_msa.ablate import main as ablate
+
+    monkeypatch.setenv("RAY_MSA_CACHE", str(tmp_path / "cache"))
+    assert ablate(["mvsa", "--data", str(small_mvsa), "--folds", "2", "--epochs", "1", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in ("image+text", "image", "text")]
+    assert rows == ["image+text", "image", "text"] and "start configuration (no finished mvsa study" in out
