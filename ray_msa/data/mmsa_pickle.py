@@ -39,9 +39,18 @@ def array(part: dict[str, Any], key: str, path: Path, split: str, ndim: int | No
     return value
 
 
+def as_text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 def strings(values: Any) -> np.ndarray:
     """Ids and transcripts as str, whether stored as str, bytes or object arrays."""
-    return np.array([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in np.asarray(values).reshape(len(values), -1)[:, 0]])
+    return np.array([as_text(v) for v in np.asarray(values).reshape(len(values), -1)[:, 0]])
+
+
+def count(notes: dict[str, int], what: str, n: int) -> None:
+    """Add `n` to the reader note `what` (repairs and fallbacks are counted, never silent)."""
+    notes[what] = notes.get(what, 0) + n
 
 
 def repair_audio(values: np.ndarray, notes: dict[str, int], split: str, key: str) -> np.ndarray:
@@ -53,7 +62,7 @@ def repair_audio(values: np.ndarray, notes: dict[str, int], split: str, key: str
             values[neg_inf] = 0.0
         else:
             values = np.where(neg_inf, np.float32(0), values)
-        notes[f"{key} -inf set to 0"] = notes.get(f"{key} -inf set to 0", 0) + int(neg_inf.sum())
+        count(notes, f"{key} -inf set to 0", int(neg_inf.sum()))
     return values
 
 
@@ -67,7 +76,7 @@ def lengths_for(part: dict[str, Any], key: str, values: np.ndarray, text_lengths
         lengths = np.full(len(values), values.shape[1], dtype=np.int64)
     zero = lengths == 0
     if zero.any():
-        notes[f"{key} zero-length sequences read as one zero frame"] = notes.get(f"{key} zero-length sequences read as one zero frame", 0) + int(zero.sum())
+        count(notes, f"{key} zero-length sequences read as one zero frame", int(zero.sum()))
         lengths = np.maximum(lengths, 1)
     return lengths
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ray_msa.data.checks import check_dataset
 from ray_msa.data.dataset import SPLITS, MSADataset, Split
-from ray_msa.data.mmsa_pickle import array, repair_audio, splits_of
+from ray_msa.data.mmsa_pickle import array, as_text, count, repair_audio, splits_of
 from ray_msa.errors import InputError
 
 FILE_NAMES = {
@@ -38,18 +38,18 @@ def real_frames(values: np.ndarray, notes: dict[str, int], key: str) -> tuple[np
     if shifted.any():
         order = (np.arange(length)[None, :] + first[shifted, None]) % length
         values[shifted] = np.take_along_axis(values[shifted], order[:, :, None], axis=1)
-        notes[f"{key} front padding moved to the end"] = notes.get(f"{key} front padding moved to the end", 0) + int(shifted.sum())
+        count(notes, f"{key} front padding moved to the end", int(shifted.sum()))
     return values, np.maximum(last - first, 1).astype(np.int64)
 
 
 def sample_ids(part: dict[str, Any], n: int, split: str, notes: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """`video$_$segment` ids and video ids from MulT's id rows; without ids every sample is its own group."""
     if "id" not in part:
-        notes["no ids: folds cannot be grouped by video"] = notes.get("no ids: folds cannot be grouped by video", 0) + n
+        count(notes, "no ids: folds cannot be grouped by video", n)
         ids = np.array([f"{split}_{i}" for i in range(n)])
         return ids, ids
     rows = np.asarray(part["id"]).reshape(n, -1)
-    text = np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v), otypes=[str])(rows)
+    text = np.vectorize(as_text, otypes=[str])(rows)
     videos = text[:, 0]
     ids = np.array(["$_$".join(r[:2]) for r in text])
     if len(np.unique(ids)) < n:
@@ -77,8 +77,8 @@ def read_split(part: Any, path: Path, split: str, emotions: bool, notes: dict[st
     fields: dict[str, np.ndarray] = {"ids": ids, "video_ids": videos, "labels": labels}
     for key in ("text", "audio", "vision"):
         values = array(part, key, path, split, ndim=3)
-        values = repair_audio(values, notes, split, key) if key == "audio" else values.astype(np.float32)
-        fields[key], fields[f"{key}_lengths"] = real_frames(np.array(values, copy=True), notes, key)
+        values = repair_audio(values, notes, split, key) if key == "audio" else values.astype(np.float32, copy=False)
+        fields[key], fields[f"{key}_lengths"] = real_frames(values, notes, key)  # in place: the unpickled arrays are ours
     return Split(**fields)
 
 

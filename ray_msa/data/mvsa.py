@@ -122,26 +122,28 @@ def read_posts(directory: Path, index_name: str, labelled: bool) -> Posts:
     return Posts(np.array(guids), np.array(texts), images, labels, encodings, image_only)
 
 
-def load_images(paths: list[Path], guids: np.ndarray, size: int) -> np.ndarray:
-    """(N, 3, size, size) uint8: shorter side resized to `size`, centre crop; unreadable images named by guid."""
+def load_images(paths: list[Path], guids: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
+    """Each image decoded once, at every size: (N, 3, size, size) uint8, shorter side resized
+    to `size`, centre crop. Unreadable images are named by guid."""
     from PIL import Image, UnidentifiedImageError
 
-    out = np.zeros((len(paths), 3, size, size), np.uint8)
+    outs = [np.zeros((len(paths), 3, size, size), np.uint8) for size in sizes]
     broken = []
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-                scale = size / min(image.size)
-                image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.BICUBIC)
-                left, top = (image.width - size) // 2, (image.height - size) // 2
-                out[i] = np.asarray(image.crop((left, top, left + size, top + size))).transpose(2, 0, 1)
+            with Image.open(path) as decoded:
+                decoded = decoded.convert("RGB")
+                for out, size in zip(outs, sizes):
+                    scale = size / min(decoded.size)
+                    image = decoded.resize((max(size, round(decoded.width * scale)), max(size, round(decoded.height * scale))), Image.BICUBIC)
+                    left, top = (image.width - size) // 2, (image.height - size) // 2
+                    out[i] = np.asarray(image.crop((left, top, left + size, top + size))).transpose(2, 0, 1)
         except (OSError, UnidentifiedImageError, ValueError):
             broken.append(str(guids[i]))
     if broken:
         raise InputError(paths[0].parent, "images", f"{len(broken)} unreadable: guids {', '.join(broken[:10])}",
                          "replace those JPEG files or remove the guids from the list")
-    return out
+    return outs
 
 
 def image_tokens(images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -178,8 +180,7 @@ def load_mvsa_dataset(directory: Path, scratch_size: int = SCRATCH_SIZE) -> MSAD
                 notes[f"{index_name} texts decoded as {encoding}"] = str(count)
         if posts.image_only:
             notes[f"{index_name} posts whose text is only links/mentions (image only)"] = f"{len(posts.image_only)}: {' '.join(posts.image_only)}"
-        pixels = load_images(posts.images, posts.guids, PRETRAINED_SIZE)
-        small = load_images(posts.images, posts.guids, scratch_size)
+        pixels, small = load_images(posts.images, posts.guids, (PRETRAINED_SIZE, scratch_size))
         tokens = image_tokens(pixels)
         splits[split_name] = Split(
             ids=posts.guids, video_ids=posts.guids, labels=posts.labels, raw_text=posts.texts, vision=tokens,

@@ -92,7 +92,6 @@ def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float,
 
 class ImageTextClassifier(MSAModel):
     tasks = ("classes",)
-    plot_prefixes = ()
 
     def __init__(
         self, modalities: tuple[str, ...], feature_dims: dict[str, int], encoder: str = "pretrained", fusion: str = "bicross",
