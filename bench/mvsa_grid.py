@@ -15,9 +15,6 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-# One middle-of-the-space configuration for every cell, so the cells differ only in what the table names.
-CONFIG = dict(arch="image_text", max_epochs=15, patience=3, batch_size=32, weight_decay=0.01, grad_clip=1.0, loss="focal",
-              heads=4, ffn=512, dim=256, layers=1, dropout=0.2, lr=5e-4, focal_alpha=0.25, focal_gamma=2.0, metric="Acc", seed=0)
 
 
 def main() -> None:
@@ -28,16 +25,21 @@ def main() -> None:
     parser.add_argument("--fusions", default="concat,cross,bicross")
     args = parser.parse_args()
     from ray_msa.data import load_dataset
-    from ray_msa.data.text import prepare_text
+    from ray_msa.models.image_text import prepare_post_text
+    from ray_msa.search_space import load_space, load_start
     from ray_msa.train.loop import WorkerContext, run_cross_validation
 
-    dataset = prepare_text(load_dataset("mvsa", args.data), "frozen", keep_ids=True)
+    # Every cell trains the search space's first configuration, so cells differ only in what the table names.
+    fixed, _ = load_space("image_text")
+    base = {**fixed, **load_start("image_text"), "arch": "image_text", "metric": "Acc", "seed": 0}
+
+    dataset = prepare_post_text(load_dataset("mvsa", args.data))
     print(dataset.summary(), flush=True)
     rows = []
     for encoder in args.encoders.split(","):
         for fusion in args.fusions.split(","):
             started = time.perf_counter()
-            config = {**CONFIG, "encoder": encoder, "fusion": fusion, "folds": args.folds, "trial_name": f"{encoder}/{fusion}"}
+            config = {**base, "encoder": encoder, "fusion": fusion, "folds": args.folds, "trial_name": f"{encoder}/{fusion}"}
             s = run_cross_validation(config, dataset, lambda m, state: None, WorkerContext())
             rows.append((encoder, fusion, s, time.perf_counter() - started))
     print(f"\n| encoder | fusion | accuracy ({args.folds}-fold) | weighted F1 | minutes |\n|---|---|---|---|---|")

@@ -53,13 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ray_msa.data import load_dataset
-    from ray_msa.data.text import prepare_text
+    from ray_msa.models.image_text import prepare_post_text
     from ray_msa.search_space import load_space, load_start
     from ray_msa.tracking import Tracker, default_tracking_uri
     from ray_msa.train.loop import WorkerContext, run_cross_validation
 
     uri = args.tracking_uri or default_tracking_uri()
-    dataset = prepare_text(load_dataset(args.dataset, args.data), "frozen", keep_ids=True)
+    dataset = prepare_post_text(load_dataset(args.dataset, args.data))
     fixed, _ = load_space("image_text")
     tuned, origin = best_config(uri, args.config_run)
     tuned = tuned or load_start("image_text") or {}

@@ -81,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow.pytorch
 
     from ray_msa.data import load_dataset
-    from ray_msa.data.text import prepare_text
+    from ray_msa.models.image_text import prepare_post_text
     from ray_msa.tracking import default_tracking_uri
 
     uri, spec = resolve_model(args.model, args.tracking_uri or default_tracking_uri())
     check_spec(args.model, spec)
     dataset = load_dataset("mvsa", args.data)
-    dataset = prepare_text(dataset, "frozen", spec["model_config"].get("text_model", "minilm"), keep_ids=True)
+    dataset = prepare_post_text(dataset, spec["model_config"].get("text_model", "minilm"))
     model = mlflow.pytorch.load_model(uri, map_location="cpu")
     part = dataset.splits[args.split]
     if not len(part):

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray_msa.data import load_dataset
     from ray_msa.data.text import prepare_text
     from ray_msa.models import ARCHITECTURES, check_task
+    from ray_msa.models.image_text import prepare_post_text
     from ray_msa.search_space import load_space, load_start
     from ray_msa.study import StudySettings, default_storage, results_table, run_study
     from ray_msa.tracking import default_tracking_uri
@@ -73,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{dataset.source} has text features but no transcripts: using --text features")
         args.text = "features"
         fixed["finetune_text"] = False
-    dataset = prepare_text(dataset, args.text, args.text_model, keep_ids=dataset.task == "classes")
+    if args.arch == "image_text":  # reads token ids and the LM's top-layer inputs, whatever --text says
+        dataset = prepare_post_text(dataset, args.text_model)
+    else:
+        dataset = prepare_text(dataset, args.text, args.text_model)
     metric = args.metric or DEFAULT_METRIC[dataset.metric_set]
     if metric not in METRIC_SETS[dataset.metric_set]:
         raise InputError("--metric", metric, f"not a metric of {args.dataset}", f"use one of {', '.join(METRIC_SETS[dataset.metric_set])}")

@@ -119,6 +119,41 @@ def test_every_encoder_and_fusion_trains(encoder, fusion):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)  # every module is used
 
 
+def test_the_models_top_lm_layers_reproduce_the_frozen_lm(tmp_path, monkeypatch):
+    """States entering the top layers, run through the model's copies, equal the LM's last layer."""
+    from ray_msa.data.text import embed_frozen, tokenize
+    from ray_msa.models.image_text import TEXT_TOP_LAYERS
+
+    monkeypatch.setenv("RAY_MSA_CACHE", str(tmp_path))
+    ids, mask = tokenize(np.array(["what a lovely sunny day", "so sad and tired tonight, nothing works", "ok"]))
+    last, below = embed_frozen(ids, mask), embed_frozen(ids, mask, skip_top=TEXT_TOP_LAYERS)
+    assert not np.allclose(last, below)
+    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, use="text", dim=32, heads=4, ffn=64).eval()
+    lengths = torch.from_numpy(mask.sum(1))
+    states = torch.from_numpy(below)
+    pad = torch.arange(states.size(1))[None, :] >= lengths[:, None]
+    additive = torch.zeros(pad.shape).masked_fill(pad, torch.finfo(torch.float32).min)[:, None, None, :]
+    with torch.no_grad():
+        for layer in model.lm_top:
+            out = layer(states, attention_mask=additive)
+            states = out[0] if isinstance(out, tuple) else out
+    real = torch.from_numpy(mask).bool()
+    assert torch.allclose(states[real], torch.from_numpy(last)[real], atol=1e-4)
+
+
+def test_text_tune_trains_only_the_top_layers_at_their_own_rate():
+    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, dim=32, heads=4, ffn=64, text_tune=1, text_lr=3e-5)
+    model.train()
+    assert not model.lm_top[0].training and model.lm_top[1].training  # the frozen layer keeps no dropout
+    model.loss(model(batch()), batch())[0].backward()
+    assert all(p.grad is None for p in model.lm_top[0].parameters())
+    assert all(p.grad is not None for p in model.lm_top[1].parameters())
+    groups = model.parameter_groups(1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, 3e-5]
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.lm_top[1].parameters()}
+
+
 def test_text_padding_is_ignored():
     model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, fusion="bicross", dim=32, heads=4, ffn=64).eval()
     b = batch()

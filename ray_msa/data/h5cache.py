@@ -13,7 +13,10 @@ Reading returns splits whose sequence arrays are `H5Rows`: a file path, dataset 
 and row numbers, a few hundred bytes when Ray ships them to a worker. Rows are read
 (and decompressed) only when a batch asks for them, so no worker holds a private copy
 of the whole set, and a worker is ready to train as soon as ids, labels and lengths are
-in memory.
+in memory. A feature array small enough (together at most `RAY_MSA_RESIDENT_MB`, default
+1024, per process) is decompressed once, on its first batch, and kept: on a small set
+such as MVSA's frozen image tokens (430 MB), per-batch decompression was 28% of
+training time.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ray_msa.data.dataset import SPLITS, MSADataset, Split
 FORMAT_VERSION = 2
 LAZY_MIN_BYTES = 1 << 20  # arrays smaller than this are read eagerly (ids, labels, lengths, utterance vectors)
 _OPEN: dict[tuple[str, int, int], h5py.File] = {}
+_RESIDENT: dict[tuple[str, int, int, str], np.ndarray] = {}
 
 
 def _file(path: str) -> h5py.File:
@@ -43,6 +47,18 @@ def _file(path: str) -> h5py.File:
     if handle is None or not handle.id.valid:
         handle = _OPEN[key] = h5py.File(path, "r")
     return handle
+
+
+def _resident(path: str, name: str) -> np.ndarray | None:
+    """The whole dataset `name` in memory, if it fits the per-process budget; else None."""
+    stat = os.stat(path)
+    key = (path, stat.st_ino, stat.st_mtime_ns, name)
+    if key not in _RESIDENT:
+        dataset = _file(path)[name]
+        budget = float(os.environ.get("RAY_MSA_RESIDENT_MB", 1024)) * 2**20
+        held = sum(a.nbytes for a in _RESIDENT.values() if a is not None)
+        _RESIDENT[key] = dataset[()] if held + dataset.size * dataset.dtype.itemsize <= budget else None
+    return _RESIDENT[key]
 
 
 class H5Rows:
@@ -87,10 +103,14 @@ class H5Rows:
             if not len(positions):
                 continue
             wanted = selected[positions, 1]
-            unique, inverse = np.unique(wanted, return_inverse=True)  # h5py wants increasing, distinct rows
-            values = handle[name][unique]
-            target = (slice(None),) + tuple(slice(0, s) for s in values.shape[1:])
-            out[(positions,) + target[1:]] = values[inverse]
+            whole = _resident(self.path, name)
+            if whole is not None:
+                values = whole[wanted]
+            else:
+                unique, inverse = np.unique(wanted, return_inverse=True)  # h5py wants increasing, distinct rows
+                values = handle[name][unique][inverse]
+            target = tuple(slice(0, s) for s in values.shape[1:])
+            out[(positions,) + target] = values
         return out[0] if single else out
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:

@@ -48,6 +48,7 @@ def load_lm(name: str = DEFAULT_LM):
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # one 'Loading weights' bar per model built is noise in a study's log
     return AutoModel.from_pretrained(resolve_lm(name), add_pooling_layer=False)
 
 
@@ -68,11 +69,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RAY_MSA_CACHE", Path.home() / ".cache" / "ray_msa"))
 
 
-def embed_frozen(ids: np.ndarray, mask: np.ndarray, name: str = DEFAULT_LM, batch_size: int = 64) -> np.ndarray:
-    """Last-layer token states (N, L, D) of the frozen LM, padded positions zeroed."""
+def embed_frozen(ids: np.ndarray, mask: np.ndarray, name: str = DEFAULT_LM, batch_size: int = 64, skip_top: int = 0) -> np.ndarray:
+    """Token states (N, L, D) of the frozen LM, padded positions zeroed: the last layer's, or
+    with `skip_top` = k the states entering the top k layers (a model that fine-tunes those
+    layers runs them itself, and never pays for the frozen ones below)."""
     import torch
 
-    key = hashlib.sha256(ids.tobytes() + mask.tobytes() + resolve_lm(name).encode()).hexdigest()[:20]
+    salt = resolve_lm(name).encode() + (f"skip{skip_top}".encode() if skip_top else b"")
+    key = hashlib.sha256(ids.tobytes() + mask.tobytes() + salt).hexdigest()[:20]
     path = cache_dir() / f"text-{key}.npy"
     if path.is_file():
         try:
@@ -87,7 +91,9 @@ def embed_frozen(ids: np.ndarray, mask: np.ndarray, name: str = DEFAULT_LM, batc
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             width = int(lengths[rows].max())
-            hidden = model(input_ids=torch.from_numpy(ids[rows, :width]), attention_mask=torch.from_numpy(mask[rows, :width])).last_hidden_state
+            states = model(input_ids=torch.from_numpy(ids[rows, :width]), attention_mask=torch.from_numpy(mask[rows, :width]),
+                           output_hidden_states=skip_top > 0)
+            hidden = states.hidden_states[-1 - skip_top] if skip_top else states.last_hidden_state
             out[rows, :width] = (hidden * torch.from_numpy(mask[rows, :width, None])).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as tmp:
@@ -96,13 +102,15 @@ def embed_frozen(ids: np.ndarray, mask: np.ndarray, name: str = DEFAULT_LM, batc
     return out
 
 
-def prepare_text(dataset: MSADataset, mode: str, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS, keep_ids: bool = False) -> MSADataset:
+def prepare_text(dataset: MSADataset, mode: str, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS, keep_ids: bool = False,
+                 skip_top: int = 0) -> MSADataset:
     """Give every split the text input the model needs.
 
     mode 'finetune': token ids + mask (the LM is part of the model);
     mode 'frozen': contextual embeddings of the frozen LM (computed once, cached);
     mode 'features': keep the text features the source already has.
-    `keep_ids` keeps the token ids beside frozen embeddings (models that may also embed text themselves).
+    `keep_ids` keeps the token ids beside frozen embeddings (models that may also embed text themselves);
+    `skip_top` = k stores the states entering the LM's top k layers instead of the last ones.
     """
     if mode == "features":
         if dataset.splits["train"].text is None:
@@ -123,7 +131,7 @@ def prepare_text(dataset: MSADataset, mode: str, name: str = DEFAULT_LM, max_tok
         if mode == "finetune":
             new[split_name] = Split(**{**split.arrays(), "text_ids": ids, "text_mask": mask, "text_lengths": lengths})
         else:
-            features = embed_frozen(ids, mask, name) if len(ids) else np.zeros((0, max_tokens, 1), np.float32)
+            features = embed_frozen(ids, mask, name, skip_top=skip_top) if len(ids) else np.zeros((0, max_tokens, 1), np.float32)
             arrays = {k: v for k, v in split.arrays().items() if k not in ("text_ids", "text_mask")}
             ids_kept = {"text_ids": ids, "text_mask": mask} if keep_ids else {}
             new[split_name] = Split(**{**arrays, **ids_kept, "text": features, "text_lengths": lengths})

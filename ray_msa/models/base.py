@@ -56,6 +56,10 @@ class MSAModel(nn.Module):
             getattr(self, f"{m}_mean").copy_(mean)
             getattr(self, f"{m}_std").copy_(std)
 
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """Optimizer parameter groups; a model with pretrained layers may give them their own rate."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
     def prepare_from_training_data(self, split, index) -> None:
         """Data-dependent initialisation (e.g. vocabularies) from the training samples only."""
         return None

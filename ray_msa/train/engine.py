@@ -19,9 +19,8 @@ from ray_msa.models.base import ModelOutput, MSAModel
 ENGINES = ("ddp", "deepspeed")
 
 
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+def make_optimizer(model: MSAModel, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameter_groups(lr), lr=lr, weight_decay=weight_decay)
 
 
 def deepspeed_config(batch_size: int, world: int, grad_clip: float, zero_stage: int, device: torch.device) -> dict[str, Any]:
