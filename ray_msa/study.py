@@ -3,10 +3,16 @@ Ray Train run; then the best configuration retrained on train+valid and tested o
 
 Recorded in MLflow as study run -> trial runs -> fold runs. The test split is read only
 by the final retraining, after every choice has been made on validation folds.
+
+An interrupted study (SIGINT, SIGTERM) keeps Tune's experiment state and each trial's
+Ray Train checkpoints; `resume_study` continues it: finished trials are not run again,
+unfinished ones continue from their last checkpoint, and every MLflow run is the one the
+interrupted study opened.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -17,10 +23,20 @@ from typing import Any
 import numpy as np
 
 from ray_msa.data.dataset import MSADataset
+from ray_msa.errors import InputError
 from ray_msa.metrics import METRICS, mode_of
-from ray_msa.tracking import Tracker, git_commit
+from ray_msa.tracking import Tracker, git_commit, redact
 
 TRIAL_CPU = 0.5  # the Tune trial actor only waits on its Ray Train run
+RECORDS = "ray_msa_studies"  # <storage>/ray_msa_studies/<study>.json: what --resume needs
+
+
+class StudyInterrupted(Exception):
+    """The study stopped on SIGINT/SIGTERM; its state is saved and it can be resumed."""
+
+    def __init__(self, study_name: str) -> None:
+        super().__init__(study_name)
+        self.study_name = study_name
 
 
 @dataclass
@@ -30,7 +46,7 @@ class StudySettings:
     trials: int
     folds: int
     workers: int
-    engine: str
+    engine: str | None  # None: deepspeed when the workers get GPUs, else ddp
     seed: int
     metric: str
     tracking_uri: str
@@ -39,9 +55,12 @@ class StudySettings:
     space: dict[str, Any]
     start: dict[str, Any] | None = None  # first configuration to evaluate (the space file's `start:`)
     cpus_per_worker: float | None = None
-    use_gpu: bool = False
+    use_gpu: bool | None = None  # None: one GPU per worker if the cluster has GPUs
     text_mode: str = "frozen"
     max_failures: int = 2
+    concurrent: int | None = None  # None: as many trials as the cluster's free resources hold
+    time_budget_min: float | None = None  # stop starting and running trials after this long (then retrain the best)
+    command: list[str] = field(default_factory=list)  # the CLI arguments, kept so --resume rebuilds the same study
     extra_params: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -61,13 +80,44 @@ class StudyResult:
     model_uri: str
 
 
-def plan_resources(total_cpus: float, workers: int, per_worker: float | None) -> tuple[float, int, int]:
-    """(CPUs per worker, torch threads per worker, concurrent trials) for this cluster."""
+def plan_resources(total_cpus: float, workers: int, per_worker: float | None, gpus: float = 0.0) -> tuple[float, int, int]:
+    """(CPUs per worker, torch threads per worker, concurrent trials) for this cluster:
+    trials run side by side until the CPUs (or, with GPU workers, the GPUs) are used up."""
     if per_worker is None:
-        per_worker = max(0.25, min(2.0, (total_cpus - TRIAL_CPU) / workers))
+        share = total_cpus / max(1, int(gpus)) if gpus else total_cpus  # with GPUs, CPUs are split over GPU workers
+        per_worker = max(0.25, min(2.0 if not gpus else 8.0, (share - TRIAL_CPU) / workers))
     threads = max(1, int(round(per_worker)))
     concurrent = max(1, int(total_cpus // (TRIAL_CPU + workers * per_worker)))
+    if gpus:
+        concurrent = max(1, min(concurrent, int(gpus // workers)))
     return per_worker, threads, concurrent
+
+
+def study_record(storage: str, study_name: str) -> Path:
+    return Path(storage) / RECORDS / f"{study_name}.json"
+
+
+def find_study(storage: str, dataset: str, name: str | None = None) -> dict[str, Any]:
+    """The record of study `name`, or of the latest unfinished study on `dataset`."""
+    folder = Path(storage) / RECORDS
+    if name:
+        path = folder / f"{name}.json"
+        if not path.is_file():
+            known = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+            raise InputError("--resume", name, f"no study of that name in {folder}", f"use one of {', '.join(known) or '(none)'} or the same --storage")
+        return json.loads(path.read_text())
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    unfinished = [r for r in records if r["dataset"] == dataset and not r.get("finished")]
+    if not unfinished:
+        raise InputError("--resume", dataset, f"no unfinished study on {dataset} in {folder}", "pass --resume STUDY_NAME or the --storage the study used")
+    return max(unfinished, key=lambda r: r["started"])
+
+
+def _write_record(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
 
 
 def run_trial(config: dict[str, Any], dataset_ref: list, settings: dict[str, Any]) -> None:
@@ -101,7 +151,7 @@ def run_trial(config: dict[str, Any], dataset_ref: list, settings: dict[str, Any
     trainer.fit()
 
 
-def _study_callback(tracker: Tracker, metric: str, trials_total: int):
+def _study_callback(tracker: Tracker, metric: str, trials_total: int, deadline: float | None = None):
     from ray import tune
 
     class StudyCallback(tune.Callback):
@@ -128,15 +178,16 @@ def _study_callback(tracker: Tracker, metric: str, trials_total: int):
             result = trial.last_result or {}
             run_id = result.get("trial_run_id")
             stopped = not result.get("cv_complete", False)  # Tune reserves "done" for itself
+            stopper = "time budget" if deadline and time.time() >= deadline else "ASHA"
             if run_id:
                 if stopped:
                     for child in tracker.children(run_id):
                         if child.info.status == "RUNNING":
                             tracker.finish(child.info.run_id, "KILLED")
-                    tracker.tags(run_id, {"stopped_by": "ASHA"})
+                    tracker.tags(run_id, {"stopped_by": stopper})
                 tracker.finish(run_id)
             value = result.get(f"mean_{metric}", float("nan"))
-            how = f"stopped by ASHA after epoch {result.get('epoch')}" if stopped else f"finished after epoch {result.get('epoch')}"
+            how = f"stopped by {stopper} after epoch {result.get('epoch')}" if stopped else f"finished after epoch {result.get('epoch')}"
             elapsed = time.time() - self.started.get(trial.trial_id, time.time())
             if trial.trial_id in self.worker_started:
                 startup = self.worker_started[trial.trial_id] - self.started[trial.trial_id]
@@ -162,8 +213,9 @@ def _study_callback(tracker: Tracker, metric: str, trials_total: int):
     return StudyCallback()
 
 
-def run_study(dataset: MSADataset, settings: StudySettings) -> StudyResult:
-    """Tune, pick the best trial on CV, retrain it on train+valid, test once, log it all."""
+def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, Any] | None = None) -> StudyResult:
+    """Tune, pick the best trial on CV, retrain it on train+valid, test once, log it all.
+    With `resume` (a record from `find_study`), continue that interrupted study instead."""
     import ray
     from optuna.samplers import TPESampler
     from ray import tune
@@ -172,54 +224,88 @@ def run_study(dataset: MSADataset, settings: StudySettings) -> StudyResult:
 
     started = time.time()
     tracker = Tracker(settings.tracking_uri)
-    experiment = tracker.experiment(f"ray_msa-{settings.dataset}")
     fingerprint = dataset.fingerprint()
-    study_name = f"{settings.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
-    study_run = tracker.start(experiment, study_name, {
-        "role": "study", "arch": settings.arch, "dataset": settings.dataset, "data_fingerprint": fingerprint,
-        "mlflow.source.git.commit": git_commit(), "data_source": dataset.source,
-    })
-    tracker.params(study_run, {
-        "arch": settings.arch, "dataset": settings.dataset, "trials": settings.trials, "folds": settings.folds,
-        "workers": settings.workers, "engine": settings.engine, "seed": settings.seed, "metric": settings.metric,
-        "text_mode": settings.text_mode, "data_fingerprint": fingerprint, **settings.extra_params,
-        **{f"fixed.{k}": v for k, v in settings.fixed.items()},
-        **{f"space.{k}": v for k, v in settings.space.items()},
-    })
-    print(f"study {study_name}: {dataset.summary()}; fingerprint {fingerprint}; MLflow {settings.tracking_uri} run {study_run}", flush=True)
+    if resume:
+        study_name, study_run = resume["study_name"], resume["study_run_id"]
+        if resume.get("data_fingerprint") not in (None, fingerprint):
+            raise InputError(settings.dataset, "data", f"changed since study {study_name} started (fingerprint {resume['data_fingerprint']} -> {fingerprint})",
+                             "resume with the same data, or start a new study")
+        tracker.reopen(study_run)
+        record = resume
+    else:
+        experiment = tracker.experiment(f"ray_msa-{settings.dataset}")
+        study_name = f"{settings.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+        study_run = tracker.start(experiment, study_name, {
+            "role": "study", "arch": settings.arch, "dataset": settings.dataset, "data_fingerprint": fingerprint,
+            "mlflow.source.git.commit": git_commit(), "data_source": dataset.source,
+        })
+        tracker.params(study_run, {
+            "arch": settings.arch, "dataset": settings.dataset, "trials": settings.trials, "folds": settings.folds,
+            "workers": settings.workers, "seed": settings.seed, "metric": settings.metric,
+            "text_mode": settings.text_mode, "data_fingerprint": fingerprint, **settings.extra_params,
+            **{f"fixed.{k}": v for k, v in settings.fixed.items()},
+            **{f"space.{k}": v for k, v in settings.space.items()},
+        })
+        record = {"study_name": study_name, "study_run_id": study_run, "dataset": settings.dataset, "arch": settings.arch,
+                  "command": settings.command, "data_fingerprint": fingerprint, "started": started, "finished": False}
+    record_path = study_record(settings.storage, study_name)
+    _write_record(record_path, record)
+    print(f"study {study_name}{' (resumed)' if resume else ''}: {dataset.summary()}; fingerprint {fingerprint}; "
+          f"MLflow {redact(settings.tracking_uri)} run {study_run}", flush=True)
     try:
         if not ray.is_initialized():
-            ray.init(log_to_driver=True, logging_level="WARNING")  # the dashboard (127.0.0.1) serves the State API Ray Train uses to clean up
-        total_cpus = ray.cluster_resources().get("CPU", 1.0)
-        per_worker, threads, concurrent = plan_resources(total_cpus, settings.workers, settings.cpus_per_worker)
-        worker_resources = {"CPU": per_worker, **({"GPU": 1} if settings.use_gpu else {})}
+            # joins the cluster of RAY_ADDRESS (a `ray job submit` job) or of `ray start`, else starts a
+            # local one whose dashboard (which serves the State API Ray Train uses) binds 127.0.0.1
+            ray.init(log_to_driver=True, logging_level="WARNING")
+        resources = ray.cluster_resources()
+        total_cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
+        use_gpu = settings.use_gpu if settings.use_gpu is not None else gpus >= 1
+        engine = settings.engine or ("deepspeed" if use_gpu else "ddp")
+        per_worker, threads, concurrent = plan_resources(total_cpus, settings.workers, settings.cpus_per_worker, gpus if use_gpu else 0.0)
+        concurrent = settings.concurrent or concurrent
+        worker_resources = {"CPU": per_worker, **({"GPU": 1} if use_gpu else {})}
+        tracker.params(study_run, {"engine": engine, "use_gpu": use_gpu})
         dataset_ref = [ray.put(dataset)]
-        loop = {"arch": settings.arch, "engine": settings.engine, "folds": settings.folds, "seed": settings.seed, "metric": settings.metric,
+        loop = {"arch": settings.arch, "engine": engine, "folds": settings.folds, "seed": settings.seed, "metric": settings.metric,
                 "threads": threads, "tracking_uri": settings.tracking_uri, **settings.fixed}
         trial_settings = {
             "tracking_uri": settings.tracking_uri, "study_run_id": study_run, "study_name": study_name, "loop": loop,
-            "workers": settings.workers, "use_gpu": settings.use_gpu, "worker_resources": worker_resources,
+            "workers": settings.workers, "use_gpu": use_gpu, "worker_resources": worker_resources,
             "storage": settings.storage, "max_failures": settings.max_failures,
         }
-        print(f"resources: {total_cpus:g} CPUs; {settings.workers} worker(s) x {per_worker:g} CPU ({threads} threads); {concurrent} concurrent trial(s)", flush=True)
+        print(f"resources: {total_cpus:g} CPUs, {gpus:g} GPUs; {settings.workers} worker(s) x {per_worker:g} CPU ({threads} threads)"
+              f"{' + 1 GPU' if use_gpu else ''}, engine {engine}; {concurrent} concurrent trial(s)", flush=True)
         objective = f"mean_{settings.metric}"
         max_epochs = int(settings.fixed["max_epochs"])
-        callback = _study_callback(tracker, settings.metric, settings.trials)
-        tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(run_trial, dataset_ref=dataset_ref, settings=trial_settings), {"cpu": TRIAL_CPU}),
-            param_space=settings.space,
-            tune_config=tune.TuneConfig(
-                metric=objective,
-                mode=settings.mode,
-                num_samples=settings.trials,
-                max_concurrent_trials=concurrent,
-                search_alg=OptunaSearch(sampler=TPESampler(seed=settings.seed, n_startup_trials=max(2, min(5, settings.trials // 3))),
-                                        points_to_evaluate=[settings.start] if settings.start else None),
-                scheduler=ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(2, max_epochs), reduction_factor=2),
-            ),
-            run_config=tune.RunConfig(name=study_name, storage_path=settings.storage, callbacks=[callback], verbose=0),
-        )
+        budget_s = settings.time_budget_min * 60 if settings.time_budget_min else None
+        deadline = time.time() + budget_s if budget_s else None
+        callback = _study_callback(tracker, settings.metric, settings.trials, deadline)
+        trainable = tune.with_resources(tune.with_parameters(run_trial, dataset_ref=dataset_ref, settings=trial_settings), {"cpu": TRIAL_CPU})
+        experiment_path = Path(settings.storage) / study_name
+        if resume and tune.Tuner.can_restore(str(experiment_path)):
+            tuner = tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=settings.space,
+                tune_config=tune.TuneConfig(
+                    metric=objective,
+                    mode=settings.mode,
+                    num_samples=settings.trials,
+                    max_concurrent_trials=concurrent,
+                    time_budget_s=budget_s,
+                    search_alg=OptunaSearch(sampler=TPESampler(seed=settings.seed, n_startup_trials=max(2, min(5, settings.trials // 3))),
+                                            points_to_evaluate=[settings.start] if settings.start else None),
+                    scheduler=ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(2, max_epochs), reduction_factor=2),
+                ),
+                run_config=tune.RunConfig(name=study_name, storage_path=settings.storage, callbacks=[callback], verbose=0),
+            )
         grid = tuner.fit()
+        out_of_time = deadline is not None and time.time() >= deadline - 1
+        if not out_of_time and (grid.num_terminated + grid.num_errors < len(grid) or len(grid) < settings.trials):
+            raise StudyInterrupted(study_name)  # Tune stopped on SIGINT with trials unfinished; its state is saved
+        if out_of_time:
+            print(f"time budget of {settings.time_budget_min:g} min used: {len(grid)} of {settings.trials} trials ran", flush=True)
         completed = [r for r in grid if r.metrics and objective in r.metrics]
         if not completed:
             errors = [str(r.error) for r in grid if r.error]
@@ -235,13 +321,16 @@ def run_study(dataset: MSADataset, settings: StudySettings) -> StudyResult:
         test, model_state = _final_training(dataset_ref, {**loop, **best_config, "final_epochs": final_epochs, "study_run_id": study_run}, trial_settings, study_name)
         tracker.metrics(study_run, {f"test_{k}": v for k, v in test.items()})
         model_uri = _log_model(tracker, study_run, dataset, {**loop, **best_config}, model_state)
-        wall = time.time() - started
+        wall = time.time() - started + float(record.get("wall_before_s", 0.0))
         overhead, trial_wall = callback.ray_overhead()
         tracker.metrics(study_run, {"wall_time_s": wall, "trials_run": len(grid), "ray_overhead_s_per_trial": overhead, "trial_wall_s": trial_wall})
         tracker.finish(study_run)
+        _write_record(record_path, {**record, "finished": True})
         return StudyResult(study_run, best_config, cv, test, len(grid), wall, (overhead, trial_wall), model_uri)
     except BaseException as err:  # a failed or interrupted study is never left RUNNING
-        tracker.finish(study_run, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        interrupted = isinstance(err, (KeyboardInterrupt, StudyInterrupted))
+        tracker.finish(study_run, "KILLED" if interrupted else "FAILED")
+        _write_record(record_path, {**record, "wall_before_s": float(record.get("wall_before_s", 0.0)) + time.time() - started})
         raise
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 PARENT = "mlflow.parentRunId"
-SECRET_MARKERS = ("password", "secret", "token", "key")
+SECRET_MARKERS = ("password", "secret", "token", "key", "credential")
+CREDENTIALS = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]+):[^@\s/]+@")
 
 
 def default_tracking_uri() -> str:
@@ -40,10 +42,16 @@ def git_commit() -> str:
         return "unknown"
 
 
+def redact(text: str) -> str:
+    """`scheme://user:password@host` -> `scheme://user:***@host` (tracking URIs, data URLs)."""
+    return CREDENTIALS.sub(r"\1:***@", str(text))
+
+
 def public_params(params: dict[str, Any]) -> dict[str, str]:
-    """Parameters as MLflow strings, without anything that looks like a secret."""
+    """Parameters as MLflow strings, without anything that looks like a secret: keys that
+    name one are dropped, passwords inside URLs are masked."""
     return {
-        k: str(v)[:6000] for k, v in params.items()
+        k: redact(str(v))[:6000] for k, v in params.items()
         if not any(marker in k.lower() for marker in SECRET_MARKERS) and not k.startswith("_")
     }
 
@@ -55,6 +63,8 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri)
+        self.created: set[str] = set()  # runs this process created: nothing logged yet, no need to look
+        self._logged: dict[tuple[str, str], set[int]] = {}
 
     def experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
@@ -64,7 +74,9 @@ class Tracker:
 
     def start(self, experiment_id: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
         all_tags = dict(tags, **({PARENT: parent} if parent else {}))
-        return self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
+        run_id = self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
+        self.created.add(run_id)
+        return run_id
 
     def child(self, parent: str, name: str, tags: dict[str, str]) -> str:
         """The child run of `parent` with these tags, created once (idempotent on restart)."""
@@ -78,6 +90,10 @@ class Tracker:
             return run_id
         return self.start(experiment_id, name, tags, parent)
 
+    def reopen(self, run_id: str) -> None:
+        """Mark a run RUNNING again (a resumed study continues its own run)."""
+        self.client.update_run(run_id, status="RUNNING")
+
     def params(self, run_id: str, params: dict[str, Any]) -> None:
         current = self.client.get_run(run_id).data.params
         fresh = [Param(k, v) for k, v in public_params(params).items() if k not in current]
@@ -85,10 +101,33 @@ class Tracker:
             self.client.log_batch(run_id, params=fresh[start : start + 100])
 
     def metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
+        """Log once per (metric, step): a run continued after a worker restart or a resumed
+        study replays the epochs since its last checkpoint, and those are already logged."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and math.isfinite(float(v))]
-        if batch:
-            self.client.log_batch(run_id, metrics=batch)
+        batch = [Metric(k, float(v), now, step) for k, v in values.items()
+                 if v is not None and math.isfinite(float(v)) and not self._already_logged(run_id, k, step)]
+        for start in range(0, len(batch), 1000):
+            self._with_retry(self.client.log_batch, run_id, metrics=batch[start : start + 1000])
+        for metric in batch:
+            self._logged.setdefault((run_id, metric.key), set()).add(step)
+
+    def _already_logged(self, run_id: str, key: str, step: int) -> bool:
+        if run_id in self.created:
+            return False
+        if (run_id, key) not in self._logged:
+            self._logged[(run_id, key)] = {m.step for m in self.client.get_metric_history(run_id, key)}
+        return step in self._logged[(run_id, key)]
+
+    @staticmethod
+    def _with_retry(call, *args, attempts: int = 8, **kwargs) -> None:
+        """Concurrent trials share one store; SQLite answers 'database is locked' under load."""
+        for attempt in range(attempts):
+            try:
+                return call(*args, **kwargs)
+            except Exception as err:  # MlflowException wraps the driver's OperationalError
+                if "locked" not in str(err).lower() or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
 
     def tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

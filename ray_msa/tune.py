@@ -4,13 +4,17 @@ Examples:
     python -m ray_msa.tune mosi                       # embedded CMU-MOSI, defaults
     python -m ray_msa.tune mosei --data ~/data/MOSEI  # any directory with an MMSA label.csv
     python -m ray_msa.tune mosi --trials 2 --folds 2 --epochs 1 --workers 2
+    python -m ray_msa.tune mosi --resume              # continue the latest interrupted mosi study
+    ray job submit --working-dir . -- python -m ray_msa.tune mosi   # on a running Ray cluster
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from pathlib import Path
 
 from ray_msa.errors import InputError, exit_on_input_error
 from ray_msa.metrics import ALL_METRICS, DEFAULT_METRIC, METRIC_SETS
@@ -28,8 +32,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, help="maximum epochs per fold (default: the search space's fixed max_epochs)")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (default 1)")
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: fit the cluster)")
-    parser.add_argument("--engine", choices=("ddp", "deepspeed"), help="training engine (default: deepspeed with GPUs, ddp on CPU)")
-    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument("--engine", choices=("ddp", "deepspeed"), help="training engine (default: deepspeed when workers get GPUs, ddp on CPU)")
+    gpu = parser.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", dest="gpu", action="store_true", default=None,
+                     help="one GPU per worker even if none is up yet (an autoscaling cluster adds GPU nodes on demand); default: when the cluster has GPUs")
+    gpu.add_argument("--cpu", dest="gpu", action="store_false", help="never use GPUs")
+    parser.add_argument("--time-budget", type=float, metavar="MIN",
+                        help="stop tuning after MIN minutes, then retrain the best trial (default: the search space's time_budget_min, else none)")
+    parser.add_argument("--concurrent", type=int, help="trials at once (default: as many as the cluster's free CPUs/GPUs hold)")
+    parser.add_argument("--deepspeed-config", help="DeepSpeed JSON whose \"auto\" values are filled per trial (default: ray_msa/train/deepspeed.json)")
+    parser.add_argument("--resume", nargs="?", const="latest", metavar="STUDY",
+                        help="continue an interrupted study (default: the latest unfinished one on DATASET in --storage); other options come from the study")
     parser.add_argument("--metric", choices=ALL_METRICS, help="validation metric to optimise (default MAE; Mean_F1 for IEMOCAP)")
     parser.add_argument("--text", default="frozen", choices=("frozen", "finetune", "features"),
                         help="MiniLM frozen (embeddings cached once), fine-tuned, or the text features the source ships (default frozen)")
@@ -41,9 +54,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _sigterm_as_sigint(signum, frame) -> None:
+    """`kill`, a scheduler's preemption or `ray job stop` send SIGTERM: stop as on Ctrl+C, so
+    Tune saves its state and the study can be resumed."""
+    signal.raise_signal(signal.SIGINT)
+
+
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    resume = None
+    if args.resume:
+        from ray_msa.study import default_storage, find_study
+
+        storage = args.storage or default_storage()
+        resume = find_study(storage, args.dataset, None if args.resume == "latest" else args.resume)
+        argv = [*resume["command"], "--storage", storage]
+        args = parse_args(argv)
+        print(f"resuming study {resume['study_name']}: {' '.join(resume['command'])}", flush=True)
+    signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     if args.text_model == "minilm":  # the bundled model never needs the hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ray_msa.data import load_dataset
@@ -51,8 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     from ray_msa.models import ARCHITECTURES, check_task
     from ray_msa.models.image_text import prepare_post_text
     from ray_msa.search_space import load_space, load_start
-    from ray_msa.study import StudySettings, default_storage, results_table, run_study
-    from ray_msa.tracking import default_tracking_uri
+    from ray_msa.study import StudyInterrupted, StudySettings, default_storage, results_table, run_study
+    from ray_msa.tracking import default_tracking_uri, redact
 
     if args.arch is not None and args.arch not in ARCHITECTURES:
         raise InputError("--arch", args.arch, "unknown architecture", f"use one of {', '.join(sorted(ARCHITECTURES))}")
@@ -86,21 +116,30 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(dataset.source, "train", "no labelled samples to tune on", "add the labelled split (train.txt for image+text posts)")
     if args.folds > videos:
         raise InputError("--folds", str(args.folds), f"more folds than the {videos} videos of train+valid", f"use --folds {videos} or fewer")
-    engine = args.engine or ("deepspeed" if args.gpu else "ddp")
+    budget = fixed.pop("time_budget_min", None)  # a study setting, not a trial's
+    if args.deepspeed_config:
+        fixed["deepspeed_config"] = str(Path(args.deepspeed_config).resolve())
     settings = StudySettings(
-        arch=args.arch, dataset=args.dataset, trials=args.trials, folds=args.folds, workers=args.workers, engine=engine,
+        arch=args.arch, dataset=args.dataset, trials=args.trials, folds=args.folds, workers=args.workers, engine=args.engine,
         seed=args.seed, metric=metric, tracking_uri=args.tracking_uri or default_tracking_uri(),
         storage=args.storage or default_storage(), fixed=fixed, space=space, cpus_per_worker=args.cpus_per_worker,
-        use_gpu=args.gpu, text_mode=args.text, start=load_start(args.arch, args.space),
+        use_gpu=args.gpu, text_mode=args.text, start=load_start(args.arch, args.space), concurrent=args.concurrent,
+        time_budget_min=args.time_budget or budget,
+        command=[a for a in argv if a != "--resume"],
     )
-    result = run_study(dataset, settings)
+    try:
+        result = run_study(dataset, settings, resume)
+    except StudyInterrupted as stopped:
+        print(f"\ninterrupted: study {stopped.study_name} is saved; continue it with\n"
+              f"    python -m ray_msa.tune {args.dataset} --resume {stopped.study_name} --storage {settings.storage}", flush=True)
+        return 130
     print()
     print(f"{args.arch} on {args.dataset}: {result.trials} trials x {args.folds} folds in {result.wall_s / 60:.1f} min")
     print(results_table(result, METRIC_SETS[dataset.metric_set]))
     print(f"best configuration: {result.best_config}")
     overhead, trial_wall = result.ray_overhead_s
     print(f"Ray start-up + tear-down per trial: {overhead:.1f}s of {trial_wall:.1f}s ({100 * overhead / trial_wall:.0f}%)")
-    print(f"MLflow: study run {result.study_run_id} at {settings.tracking_uri}; model {result.model_uri}")
+    print(f"MLflow: study run {result.study_run_id} at {redact(settings.tracking_uri)}; model {result.model_uri}")
     return 0
 
 

@@ -2,18 +2,22 @@
 
 The loop only calls `forward`, `backward`, `step`, `state_dict` and `load_state_dict`,
 so the same loop runs either engine. DeepSpeed gets our torch optimizer (no extra
-C++ optimizer build) and a config built from the trial: micro-batch per worker,
-gradient clipping, ZeRO stage, and bf16/fp16 only on GPUs.
+C++ optimizer build) and the repo's `deepspeed.json` (or `--deepspeed-config FILE`) with
+its "auto" values filled from the trial: micro-batch per worker, gradient clipping, ZeRO
+stage, and bf16/fp16 only on GPUs.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from ray_msa.errors import InputError
 from ray_msa.models.base import ModelOutput, MSAModel
 
 ENGINES = ("ddp", "deepspeed")
@@ -23,23 +27,38 @@ def make_optimizer(model: MSAModel, lr: float, weight_decay: float) -> torch.opt
     return torch.optim.AdamW(model.parameter_groups(lr), lr=lr, weight_decay=weight_decay)
 
 
-def deepspeed_config(batch_size: int, world: int, grad_clip: float, zero_stage: int, device: torch.device) -> dict[str, Any]:
-    """DeepSpeed config for one trial: global batch = micro-batch x workers."""
+DEEPSPEED_CONFIG = Path(__file__).with_name("deepspeed.json")
+
+
+def deepspeed_config(batch_size: int, world: int, grad_clip: float, zero_stage: int, device: torch.device,
+                     template: str | Path | None = None) -> dict[str, Any]:
+    """The trial's DeepSpeed config: the template (the repo's `deepspeed.json`, or the user's
+    file) with every "auto" filled in. Global batch = the trial's batch size, split into
+    micro-batches over the workers; gradient clipping and ZeRO stage from the trial; bf16 on
+    GPUs that support it, fp16 (dynamic loss scaling) on other GPUs, fp32 on CPU. Values the
+    template sets explicitly are kept."""
+    path = Path(template) if template else DEEPSPEED_CONFIG
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise InputError(path, "deepspeed config", f"cannot be read as JSON ({err})", "pass a valid DeepSpeed JSON file or none") from None
     micro = max(1, batch_size // world)
-    config: dict[str, Any] = {
-        "train_micro_batch_size_per_gpu": micro,
-        "train_batch_size": micro * world,
-        "gradient_accumulation_steps": 1,
-        "gradient_clipping": grad_clip,
-        "zero_optimization": {"stage": zero_stage},
-        "steps_per_print": 10**9,
-        "wall_clock_breakdown": False,
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    auto = {
+        "train_micro_batch_size_per_gpu": micro, "train_batch_size": micro * world * int(config.get("gradient_accumulation_steps", 1)),
+        "gradient_clipping": grad_clip, "zero_optimization.stage": zero_stage,
+        "bf16.enabled": bf16, "fp16.enabled": device.type == "cuda" and not bf16,
     }
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            config["bf16"] = {"enabled": True}
-        else:
-            config["fp16"] = {"enabled": True, "loss_scale": 0}
+    for dotted, value in auto.items():
+        *parents, key = dotted.split(".")
+        node = config
+        for name in parents:
+            node = node.setdefault(name, {})
+        if node.get(key, "auto") == "auto":
+            node[key] = value
+    for section in ("bf16", "fp16"):  # DeepSpeed rejects a half-precision section on CPU
+        if not config.get(section, {}).get("enabled", False):
+            config.pop(section, None)
     return config
 
 
@@ -87,13 +106,14 @@ class Engine:
 class DeepSpeedEngine(Engine):
     """The same contract on a DeepSpeed engine (ZeRO 0-3; works on CPU with gloo)."""
 
-    def __init__(self, model: MSAModel, lr: float, weight_decay: float, grad_clip: float, device: torch.device, batch_size: int = 32, zero_stage: int = 0) -> None:
+    def __init__(self, model: MSAModel, lr: float, weight_decay: float, grad_clip: float, device: torch.device, batch_size: int = 32, zero_stage: int = 0,
+                 template: str | None = None) -> None:
         import deepspeed
 
         self.model = model.to(device)
         world = dist.get_world_size() if dist.is_initialized() else 1
         optimizer = make_optimizer(self.model, lr, weight_decay)
-        config = deepspeed_config(batch_size, world, grad_clip, zero_stage, device)
+        config = deepspeed_config(batch_size, world, grad_clip, zero_stage, device, template)
         self.ds, self.optimizer, _, _ = deepspeed.initialize(model=self.model, optimizer=optimizer, config=config)
         self.wrapped = self.ds
         self.grad_clip = grad_clip
@@ -126,5 +146,5 @@ def make_engine(name: str, model: MSAModel, config: dict[str, Any], device: torc
     if name == "ddp":
         return Engine(model, **common)
     if name == "deepspeed":
-        return DeepSpeedEngine(model, batch_size=config["batch_size"], zero_stage=config.get("zero_stage", 0), **common)
+        return DeepSpeedEngine(model, batch_size=config["batch_size"], zero_stage=config.get("zero_stage", 0), template=config.get("deepspeed_config"), **common)
     raise ValueError(f"unknown engine '{name}', expected one of {ENGINES}")

@@ -27,6 +27,7 @@ import torch.distributed as dist
 from ray_msa.data.dataset import MSADataset, Split
 from ray_msa.data.folds import development_pool, group_folds
 from ray_msa.metrics import DEFAULT_METRIC, METRIC_SETS, compute_metrics, is_better
+from ray_msa.data.h5cache import ensure_cache_on_this_node
 from ray_msa.models import build_model
 from ray_msa.train.batches import batches, in_order, input_stats, length_bucketed, sequence_lengths, shard
 from ray_msa.train.engine import Engine, make_engine
@@ -35,7 +36,7 @@ from ray_msa.train.engine import Engine, make_engine
 TRAIN_KEYS = {
     "arch", "engine", "folds", "seed", "max_epochs", "patience", "metric", "batch_size", "lr", "weight_decay",
     "grad_clip", "zero_stage", "threads", "tracking_uri", "trial_run_id", "study_run_id", "dataset_ref",
-    "checkpoint_every", "final_epochs", "trial_name", "text_mode",
+    "checkpoint_every", "final_epochs", "trial_name", "text_mode", "deepspeed_config", "time_budget_min",
 }
 Report = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
@@ -171,7 +172,7 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
             for k, v in saved["progress"].items():
                 setattr(fold, k, v)
     if tracker is not None:
-        for fold in folds:
+        for fold in (f for f in folds if not f.done):  # a fold finished before a restart keeps its finished run
             fold.run_id = tracker.child(config["trial_run_id"], f"fold-{fold.index}", {"role": "fold", "fold": str(fold.index)})
             tracker.params(fold.run_id, {"fold": fold.index, "train_size": len(fold.train_idx), "val_size": len(fold.val_idx)})
     name, max_epochs = config.get("trial_name", "trial"), int(config["max_epochs"])
@@ -265,6 +266,7 @@ def _setup(config: dict[str, Any]) -> tuple[MSADataset, WorkerContext, Any]:
     _quiet_ray_train()
     torch.set_num_threads(int(config.get("threads", 1)))
     dataset = ray.get(config["dataset_ref"][0])
+    ensure_cache_on_this_node(dataset)
     ctx = _ray_context()
     tracker = None
     if ctx.is_chief and config.get("tracking_uri"):

@@ -1,0 +1,370 @@
+"""Scale out and survive: cluster files against Ray's schema, DeepSpeed configs, resource
+planning, a study on a simulated multi-node cluster, a training worker killed mid-fold,
+an interrupted and resumed study, concurrent writers, and what binds where."""
+
+from __future__ import annotations
+
+import copy
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ray_msa.study import plan_resources
+from ray_msa.tracking import Tracker
+from ray_msa.train.engine import deepspeed_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    return {**env, **extra}
+
+
+# ---- cluster files ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster.local.yaml"])
+def test_cluster_files_pass_rays_schema_and_validate_config(name):
+    import jsonschema
+    import ray.autoscaler
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = yaml.safe_load((ROOT / name).read_text())
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(raw, schema)
+    prepared = prepare_config(copy.deepcopy(raw))
+    validate_config(prepared)
+    commands = " ".join(raw["setup_commands"])
+    assert "pip install" in commands and "ray_msa" in commands  # every node installs the project
+    head_start = " ".join(raw["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start and "RAY_AUTH_MODE=token" in head_start
+    assert "ray_msa.mlflow_server" in head_start and "0.0.0.0" not in head_start
+    assert any("ray_msa" in remote for remote in raw["file_mounts"])
+
+
+def test_aws_cluster_autoscales_gpu_workers_from_zero():
+    from ray.autoscaler._private.util import prepare_config
+
+    raw = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    assert raw["provider"]["type"] == "aws"
+    types = prepare_config(copy.deepcopy(raw))["available_node_types"]
+    head, worker = types[raw["head_node_type"]], types["gpu_worker"]
+    assert head["resources"].get("GPU", 0) == 0  # no training worker lands on the head
+    assert worker["min_workers"] == 0 and worker["max_workers"] >= 2
+    assert worker["node_config"]["InstanceType"].startswith(("g4dn.", "g5.", "g6.", "p3.", "p4d.", "p5."))
+    assert any(remote.endswith("data") for remote in raw["file_mounts"])  # data at the same path on every node
+
+
+# ---- DeepSpeed configuration and resource planning ----------------------------------------
+
+
+def test_deepspeed_config_fills_the_repo_template(monkeypatch, tmp_path):
+    cpu = deepspeed_config(batch_size=32, world=4, grad_clip=0.5, zero_stage=1, device=torch.device("cpu"))
+    assert cpu["train_micro_batch_size_per_gpu"] == 8 and cpu["train_batch_size"] == 32
+    assert cpu["gradient_clipping"] == 0.5 and cpu["zero_optimization"]["stage"] == 1
+    assert "bf16" not in cpu and "fp16" not in cpu  # fp32 on CPU
+    assert "auto" not in json.dumps(cpu)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert deepspeed_config(32, 1, 1.0, 0, torch.device("cuda", 0))["bf16"] == {"enabled": True}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    v100 = deepspeed_config(32, 1, 1.0, 0, torch.device("cuda", 0))
+    assert v100["fp16"]["enabled"] is True and v100["fp16"]["loss_scale"] == 0 and "bf16" not in v100
+    mine = tmp_path / "ds.json"
+    mine.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "gradient_clipping": 5.0, "zero_optimization": {"stage": 2}}))
+    user = deepspeed_config(32, 2, 1.0, 0, torch.device("cpu"), mine)
+    assert user["gradient_clipping"] == 5.0 and user["zero_optimization"]["stage"] == 2 and user["train_micro_batch_size_per_gpu"] == 16
+
+
+def test_resources_fill_the_cluster():
+    assert plan_resources(2, 1, None) == (1.5, 2, 1)  # this laptop: one trial, 1.5 CPUs
+    assert plan_resources(16, 1, 1.0)[2] == 10  # 16 CPUs, 1-CPU workers: 10 trials side by side
+    per_worker, threads, concurrent = plan_resources(36, 1, None, gpus=8)  # 8 GPU nodes of 4 CPUs + a head
+    assert concurrent == 8 and per_worker <= 36 / 8 and threads >= 1  # one trial per GPU
+    assert plan_resources(36, 2, 1.0, gpus=8)[2] == 4  # two GPU workers per trial
+
+
+# ---- MLflow server bindings and concurrent writers ----------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket listening on `port` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+@pytest.mark.slow
+def test_mlflow_server_binds_loopback_by_default(tmp_path):
+    import urllib.request
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "ray_msa.mlflow_server", "--port", str(port), "--root", str(tmp_path / "mlflow")],
+                              env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("MLflow server did not answer")
+        assert listening_addresses(port) == {"127.0.0.1"}
+        tracker = Tracker(f"http://127.0.0.1:{port}")
+        run = tracker.start(tracker.experiment("bind-check"), "r", {})
+        tracker.metrics(run, {"x": 1.0})
+        assert MlflowClient(f"http://127.0.0.1:{port}").get_run(run).data.metrics["x"] == 1.0
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _log_many(uri: str, run_id: str, writer: int, steps: int) -> None:
+    tracker = Tracker(uri)
+    for step in range(steps):
+        tracker.metrics(run_id, {f"w{writer}_a": step, f"w{writer}_b": -step}, step=step)
+
+
+def test_concurrent_writers_lose_no_metric(tmp_path):
+    """Several trials log to one SQLite store at once (the local default)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    experiment = tracker.experiment("concurrent")
+    runs = [tracker.start(experiment, f"trial-{i}", {}) for i in range(4)]
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_log_many, args=(uri, runs[i % 2], i, 60)) for i in range(4)]  # two writers per run
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(120)
+        assert w.exitcode == 0
+    client = MlflowClient(uri)
+    for i in range(4):
+        for key in (f"w{i}_a", f"w{i}_b"):
+            assert sorted(m.step for m in client.get_metric_history(runs[i % 2], key)) == list(range(60))
+
+
+def test_a_continued_run_logs_each_step_once(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = Tracker(uri)
+    parent = first.start(first.experiment("e"), "trial", {})
+    fold = first.child(parent, "fold-0", {"role": "fold", "fold": "0"})
+    for step in range(3):
+        first.metrics(fold, {"val_MAE": 1.0 / (step + 1)}, step=step)
+    restarted = Tracker(uri)  # a new worker process after a crash replays epochs 1 and 2
+    assert restarted.child(parent, "fold-0", {"role": "fold", "fold": "0"}) == fold
+    for step in range(1, 5):
+        restarted.metrics(fold, {"val_MAE": 1.0 / (step + 1)}, step=step)
+    assert [m.step for m in MlflowClient(uri).get_metric_history(fold, "val_MAE")] == [0, 1, 2, 3, 4]
+
+
+def test_no_secret_reaches_parameters():
+    from ray_msa.tracking import public_params, redact
+
+    params = public_params({"tracking_uri": "http://ana:hunter2@mlflow.lab:5000", "aws_secret_access_key": "AKIA", "RAY_AUTH_TOKEN": "t0k", "lr": 0.1})
+    assert params == {"tracking_uri": "http://ana:***@mlflow.lab:5000", "lr": "0.1"}
+    assert redact("postgresql://u:pw@db/mlflow") == "postgresql://u:***@db/mlflow"
+
+
+# ---- multi-node, killed worker, interrupted study (Ray) ----------------------------------
+
+
+def _study_settings(tmp_path: Path, **overrides):
+    from ray_msa.search_space import load_space
+    from ray_msa.study import StudySettings
+
+    fixed, space = load_space("lf_dnn")
+    fixed = {**fixed, "max_epochs": 1, "batch_size": 64}
+    base = dict(arch="lf_dnn", dataset="mosi", trials=1, folds=2, workers=1, engine=None, seed=0, metric="MAE",
+                tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", storage=str(tmp_path / "ray_results"), fixed=fixed, space=space)
+    return StudySettings(**{**base, **overrides})
+
+
+@pytest.fixture
+def mosi_frozen():
+    from ray_msa.data import load_dataset
+    from ray_msa.data.text import prepare_text
+
+    return prepare_text(load_dataset("mosi"), "frozen")
+
+
+def runs_of(uri: str, role: str) -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("ray_msa-mosi")
+    return client.search_runs([experiment.experiment_id], f"tags.role = '{role}'", max_results=1000)
+
+
+@pytest.mark.slow
+def test_study_on_a_simulated_three_node_cluster_spreads_a_trials_workers(tmp_path, mosi_frozen, monkeypatch):
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
+
+    from ray_msa.study import run_study
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)  # each holds one 1-CPU worker: a 2-worker trial must span two nodes
+    cluster.wait_for_nodes()
+    try:
+        ray.init(address=cluster.address)
+        settings = _study_settings(tmp_path, trials=2, workers=2, cpus_per_worker=1.0)
+        result = run_study(mosi_frozen, settings)
+        assert result.trials == 2 and "MAE" in result.test
+        workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=1000)
+        by_pid_node = {(a.pid, a.node_id) for a in workers}
+        assert len({node for _, node in by_pid_node}) >= 2, by_pid_node  # one trial's workers on different nodes
+        assert len(ray.nodes()) == 3
+        study = runs_of(settings.tracking_uri, "study")
+        assert len(study) == 1 and study[0].info.status == "FINISHED"
+        assert len(runs_of(settings.tracking_uri, "trial")) == 2 and len(runs_of(settings.tracking_uri, "fold")) == 4
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_frozen, monkeypatch):
+    """SIGKILL the Ray Train worker after its second epoch's checkpoint: Ray Train starts a
+    new worker from that checkpoint, the folds finish, and MLflow holds one run per fold
+    with every epoch's metrics exactly once."""
+    import ray
+    from ray.util.state import list_actors
+
+    from ray_msa.study import run_study
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    settings = _study_settings(tmp_path, max_failures=2)
+    settings.fixed.update(max_epochs=6, patience=6, checkpoint_every=1)
+    killed: list[int] = []
+
+    def kill_after_second_checkpoint() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            if list(Path(settings.storage).glob("*/checkpoint_000001")):
+                alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True)
+                if alive:
+                    os.kill(alive[0].pid, signal.SIGKILL)
+                    killed.append(alive[0].pid)
+                    return
+            time.sleep(0.2)
+
+    ray.init(num_cpus=2)
+    try:
+        watcher = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
+        watcher.start()
+        result = run_study(mosi_frozen, settings)
+        watcher.join(5)
+    finally:
+        ray.shutdown()
+    assert killed, "the worker finished before it could be killed"
+    assert "MAE" in result.test
+    folds = runs_of(settings.tracking_uri, "fold")
+    assert len(folds) == 2 and all(f.info.status == "FINISHED" for f in folds)
+    client = MlflowClient(settings.tracking_uri)
+    for fold in folds:
+        for key in ("val_MAE", "train_loss"):
+            assert [m.step for m in client.get_metric_history(fold.info.run_id, key)] == list(range(6)), key
+        assert "MAE" in fold.data.metrics and fold.data.metrics["best_epoch"] >= 1
+    trial = runs_of(settings.tracking_uri, "trial")
+    assert len(trial) == 1
+    assert [m.step for m in client.get_metric_history(trial[0].info.run_id, "mean_MAE")] == list(range(6))
+
+
+def tune_process(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-u", "-m", "ray_msa.tune", "mosi", *args], cwd=cwd, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def results_lines(output: str) -> list[str]:
+    """The final table's metric rows and the best configuration."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("metric "))
+    return [line for line in lines[start:] if line.startswith(("MAE", "Corr", "Acc", "Has0", "Non0", "F1", "best configuration"))]
+
+
+@pytest.mark.slow
+def test_an_interrupted_study_resumes_to_the_same_table(tmp_path):
+    common = ["--arch", "lf_dnn", "--trials", "3", "--folds", "2", "--epochs", "3", "--seed", "3"]
+    first = tmp_path / "interrupted"
+    first.mkdir()
+    args = [*common, "--storage", str(first / "ray_results"), "--tracking-uri", f"sqlite:///{first / 'mlflow.db'}"]
+    process = tune_process(*args, cwd=first)
+    seen: list[str] = []
+    for line in process.stdout:
+        seen.append(line)
+        if "finished after epoch" in line:  # one trial done, the next one running
+            process.send_signal(signal.SIGTERM)
+            break
+    rest = process.communicate(timeout=300)[0]
+    output = "".join(seen) + rest
+    assert process.returncode == 130, output[-3000:]
+    assert "--resume" in output
+    finished = [line.split()[2] for line in output.splitlines() if "finished after epoch" in line]
+    assert 1 <= len(finished) < 3
+
+    resumed = subprocess.run([sys.executable, "-m", "ray_msa.tune", "mosi", "--resume", "--storage", str(first / "ray_results")],
+                             cwd=first, env=clean_env(), capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    restarted = [line.split()[2] for line in resumed.stdout.splitlines() if line.startswith("== trial") and "started" in line]
+    assert not set(finished) & set(restarted), (finished, restarted)  # finished trials are not run again
+
+    second = tmp_path / "straight"
+    second.mkdir()
+    straight = subprocess.run([sys.executable, "-m", "ray_msa.tune", "mosi", *common, "--storage", str(second / "ray_results"),
+                               "--tracking-uri", f"sqlite:///{second / 'mlflow.db'}"], cwd=second, env=clean_env(), capture_output=True, text=True, timeout=900)
+    assert straight.returncode == 0, straight.stdout[-3000:]
+    assert results_lines(resumed.stdout) == results_lines(straight.stdout)
+
+    uri = f"sqlite:///{first / 'mlflow.db'}"
+    studies, trials = runs_of(uri, "study"), runs_of(uri, "trial")
+    assert len(studies) == 1 and studies[0].info.status == "FINISHED"  # the resumed study continued its own run
+    assert len(trials) == 3 and all(t.info.status == "FINISHED" for t in trials)
+    assert len(runs_of(uri, "fold")) == 6
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_a_study(tmp_path):
+    """`ray start --head` then `ray job submit --working-dir . -- python -m ray_msa.tune mosi`."""
+    port, dashboard = free_port(), free_port()
+    env = clean_env()
+    started = subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--dashboard-host=127.0.0.1",
+                              f"--dashboard-port={dashboard}", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        assert listening_addresses(dashboard) == {"127.0.0.1"}
+        job = subprocess.run(
+            ["ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT), "--",
+             "python", "-m", "ray_msa.tune", "mosi", "--arch", "lf_dnn", "--trials", "1", "--folds", "2", "--epochs", "1",
+             "--storage", str(tmp_path / "ray_results"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+            env=env, capture_output=True, text=True, timeout=900)
+        assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
+        assert "succeeded" in job.stdout and "lf_dnn on mosi: 1 trials x 2 folds" in job.stdout
+        assert len(runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "fold")) == 2
+    finally:
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
