@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--encoders", default="pretrained,scratch")
     parser.add_argument("--fusions", default="concat,cross,bicross")
+    parser.add_argument("--epochs", type=int, help="maximum epochs per fold (default: the search space's)")
     args = parser.parse_args()
     from ray_msa.data import load_dataset
     from ray_msa.models.image_text import prepare_post_text
@@ -32,6 +33,8 @@ def main() -> None:
     # Every cell trains the search space's first configuration, so cells differ only in what the table names.
     fixed, _ = load_space("image_text")
     base = {**fixed, **load_start("image_text"), "arch": "image_text", "metric": "Acc", "seed": 0}
+    if args.epochs:
+        base["max_epochs"] = args.epochs
 
     dataset = prepare_post_text(load_dataset("mvsa", args.data))
     print(dataset.summary(), flush=True)
@@ -42,7 +45,8 @@ def main() -> None:
             config = {**base, "encoder": encoder, "fusion": fusion, "folds": args.folds, "trial_name": f"{encoder}/{fusion}"}
             s = run_cross_validation(config, dataset, lambda m, state: None, WorkerContext())
             rows.append((encoder, fusion, s, time.perf_counter() - started))
-    print(f"\n| encoder | fusion | accuracy ({args.folds}-fold) | weighted F1 | minutes |\n|---|---|---|---|---|")
+    print(f"\nat most {base['max_epochs']} epochs per fold, patience {base['patience']}")
+    print(f"| encoder | fusion | accuracy ({args.folds}-fold) | weighted F1 | minutes |\n|---|---|---|---|---|")
     for encoder, fusion, s, seconds in rows:
         print(f"| {encoder} | {fusion} | {s['mean_Acc']:.4f} ± {s['std_Acc']:.4f} | {s['mean_F1_weighted']:.4f} ± {s['std_F1_weighted']:.4f} | {seconds / 60:.1f} |")
 

@@ -5,7 +5,7 @@ Recorded in MLflow as study run -> trial runs -> fold runs. The test split is re
 by the final retraining, after every choice has been made on validation folds.
 
 An interrupted study (SIGINT, SIGTERM) keeps Tune's experiment state and each trial's
-Ray Train checkpoints; `resume_study` continues it: finished trials are not run again,
+Ray Train checkpoints; `run_study(..., resume=record)` continues it: finished trials are not run again,
 unfinished ones continue from their last checkpoint, and every MLflow run is the one the
 interrupted study opened.
 """
@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +93,19 @@ def plan_resources(total_cpus: float, workers: int, per_worker: float | None, gp
     if gpus:
         concurrent = max(1, min(concurrent, int(gpus // workers)))
     return per_worker, threads, concurrent
+
+
+def _sigterm_as_sigint(signum, frame) -> None:
+    """`kill`, a scheduler's preemption or `ray job stop` send SIGTERM: stop as on Ctrl+C, so
+    Tune saves its state and the study can be resumed."""
+    signal.raise_signal(signal.SIGINT)
+
+
+def choose_devices(cluster_gpus: float, use_gpu: bool | None, engine: str | None) -> tuple[bool, str]:
+    """(one GPU per worker?, engine): GPUs when the cluster has them unless told otherwise;
+    DeepSpeed on GPU workers, DDP on CPU ones, unless an engine is named."""
+    gpu = cluster_gpus >= 1 if use_gpu is None else use_gpu
+    return gpu, engine or ("deepspeed" if gpu else "ddp")
 
 
 def study_record(storage: str, study_name: str) -> Path:
@@ -257,10 +272,11 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
             # joins the cluster of RAY_ADDRESS (a `ray job submit` job) or of `ray start`, else starts a
             # local one whose dashboard (which serves the State API Ray Train uses) binds 127.0.0.1
             ray.init(log_to_driver=True, logging_level="WARNING")
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _sigterm_as_sigint)  # after ray.init, which installs its own (abort) handler
         resources = ray.cluster_resources()
         total_cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
-        use_gpu = settings.use_gpu if settings.use_gpu is not None else gpus >= 1
-        engine = settings.engine or ("deepspeed" if use_gpu else "ddp")
+        use_gpu, engine = choose_devices(gpus, settings.use_gpu, settings.engine)
         per_worker, threads, concurrent = plan_resources(total_cpus, settings.workers, settings.cpus_per_worker, gpus if use_gpu else 0.0)
         concurrent = settings.concurrent or concurrent
         worker_resources = {"CPU": per_worker, **({"GPU": 1} if use_gpu else {})}

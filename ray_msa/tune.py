@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -54,12 +53,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _sigterm_as_sigint(signum, frame) -> None:
-    """`kill`, a scheduler's preemption or `ray job stop` send SIGTERM: stop as on Ctrl+C, so
-    Tune saves its state and the study can be resumed."""
-    signal.raise_signal(signal.SIGINT)
-
-
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -72,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         resume = find_study(storage, args.dataset, None if args.resume == "latest" else args.resume)
         argv = [*resume["command"], "--storage", storage]
         args = parse_args(argv)
-        print(f"resuming study {resume['study_name']}: {' '.join(resume['command'])}", flush=True)
-    signal.signal(signal.SIGTERM, _sigterm_as_sigint)
+        from ray_msa.tracking import redact
+
+        print(f"resuming study {resume['study_name']}: {redact(' '.join(resume['command']))}", flush=True)
     if args.text_model == "minilm":  # the bundled model never needs the hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ray_msa.data import load_dataset

@@ -21,11 +21,12 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ray_msa.study import plan_resources
+from ray_msa.study import choose_devices, plan_resources
 from ray_msa.tracking import Tracker
 from ray_msa.train.engine import deepspeed_config
 
 ROOT = Path(__file__).resolve().parents[1]
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command of this interpreter, wherever PATH points
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -86,6 +87,14 @@ def test_deepspeed_config_fills_the_repo_template(monkeypatch, tmp_path):
     mine.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "gradient_clipping": 5.0, "zero_optimization": {"stage": 2}}))
     user = deepspeed_config(32, 2, 1.0, 0, torch.device("cpu"), mine)
     assert user["gradient_clipping"] == 5.0 and user["zero_optimization"]["stage"] == 2 and user["train_micro_batch_size_per_gpu"] == 16
+
+
+def test_engine_is_deepspeed_on_gpus_and_ddp_on_cpus():
+    assert choose_devices(8, None, None) == (True, "deepspeed")  # a GPU cluster
+    assert choose_devices(0, None, None) == (False, "ddp")  # CPUs only
+    assert choose_devices(0, True, None) == (True, "deepspeed")  # autoscaling: GPU nodes not up yet
+    assert choose_devices(8, False, None) == (False, "ddp")  # --cpu
+    assert choose_devices(8, None, "ddp") == (True, "ddp")  # --engine wins
 
 
 def test_resources_fill_the_cluster():
@@ -250,7 +259,7 @@ def test_study_on_a_simulated_three_node_cluster_spreads_a_trials_workers(tmp_pa
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_frozen, monkeypatch):
-    """SIGKILL the Ray Train worker after its second epoch's checkpoint: Ray Train starts a
+    """SIGKILL the Ray Train worker after its second epoch (of six): Ray Train starts a
     new worker from that checkpoint, the folds finish, and MLflow holds one run per fold
     with every epoch's metrics exactly once."""
     import ray
@@ -263,20 +272,22 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     settings.fixed.update(max_epochs=6, patience=6, checkpoint_every=1)
     killed: list[int] = []
 
-    def kill_after_second_checkpoint() -> None:
-        deadline = time.time() + 300
+    def kill_after_second_epoch() -> None:
+        client = MlflowClient(settings.tracking_uri)
+        deadline = time.time() + 600
         while time.time() < deadline and not killed:
-            if list(Path(settings.storage).glob("*/checkpoint_000001")):
+            time.sleep(0.2)
+            experiment = client.get_experiment_by_name("ray_msa-mosi")
+            trials = client.search_runs([experiment.experiment_id], "tags.role = 'trial'") if experiment else []
+            if trials and len(client.get_metric_history(trials[0].info.run_id, "mean_MAE")) >= 2:  # epoch 2 of 6 done
                 alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True)
                 if alive:
                     os.kill(alive[0].pid, signal.SIGKILL)
                     killed.append(alive[0].pid)
-                    return
-            time.sleep(0.2)
 
     ray.init(num_cpus=2)
     try:
-        watcher = threading.Thread(target=kill_after_second_checkpoint, daemon=True)
+        watcher = threading.Thread(target=kill_after_second_epoch, daemon=True)
         watcher.start()
         result = run_study(mosi_frozen, settings)
         watcher.join(5)
@@ -351,20 +362,30 @@ def test_an_interrupted_study_resumes_to_the_same_table(tmp_path):
 @pytest.mark.slow
 def test_ray_job_submit_runs_a_study(tmp_path):
     """`ray start --head` then `ray job submit --working-dir . -- python -m ray_msa.tune mosi`."""
+    import secrets
+
     port, dashboard = free_port(), free_port()
-    env = clean_env()
-    started = subprocess.run(["ray", "start", "--head", f"--port={port}", "--num-cpus=2", "--dashboard-host=127.0.0.1",
+    token = tmp_path / "auth_token"  # token authentication, as documented, with a token of this test's own
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    started = subprocess.run([*RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--dashboard-host=127.0.0.1",
                               f"--dashboard-port={dashboard}", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
         assert listening_addresses(dashboard) == {"127.0.0.1"}
         job = subprocess.run(
-            ["ray", "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT), "--",
-             "python", "-m", "ray_msa.tune", "mosi", "--arch", "lf_dnn", "--trials", "1", "--folds", "2", "--epochs", "1",
+            [*RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT), "--",
+             sys.executable, "-m", "ray_msa.tune", "mosi", "--arch", "lf_dnn", "--trials", "1", "--folds", "2", "--epochs", "1",
              "--storage", str(tmp_path / "ray_results"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
             env=env, capture_output=True, text=True, timeout=900)
         assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
         assert "succeeded" in job.stdout and "lf_dnn on mosi: 1 trials x 2 folds" in job.stdout
         assert len(runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "fold")) == 2
+        stranger = subprocess.run([*RAY, "job", "list", "--address", f"http://127.0.0.1:{dashboard}"], env=clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="wrong"),
+                                  capture_output=True, text=True, timeout=120)
+        assert stranger.returncode != 0  # without the cluster's token, no access
+        params = json.dumps([r.data.params for r in runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "trial")])
+        assert token.read_text() not in params
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        subprocess.run([*RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)

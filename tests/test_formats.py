@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +103,35 @@ def test_cache_is_lazy_deterministic_and_reused(tmp_path):
     rows = np.array([5, 1, 5])
     assert np.array_equal(audio[rows], np.asarray(audio)[rows])
     assert first.fingerprint() == load_dataset("mosei", tmp_path / "src", cache_root=tmp_path / "c").fingerprint()
+
+
+def test_small_arrays_stay_resident_and_both_reads_agree(tmp_path, monkeypatch):
+    write_mmsa_pickle(tmp_path / "src", "mosei", "unaligned", SIZES)
+    resident = load_dataset("mosei", tmp_path / "src", cache_root=tmp_path / "a").splits["train"].vision
+    monkeypatch.setenv("RAY_MSA_RESIDENT_MB", "0")  # nothing fits: every batch reads and decompresses its rows
+    lazy = load_dataset("mosei", tmp_path / "src", cache_root=tmp_path / "b").splits["train"].vision
+    assert isinstance(resident, H5Rows) and isinstance(lazy, H5Rows)
+    rows = np.array([7, 0, 7, 3])
+    assert np.array_equal(resident[rows], lazy[rows]) and np.array_equal(resident[2], lazy[2])
+
+
+def test_a_node_without_the_cache_converts_its_own_copy(tmp_path):
+    """A worker on another machine gets the dataset from the driver, but not its HDF5 file."""
+    from ray_msa.data.h5cache import ensure_cache_on_this_node
+
+    write_mmsa_pickle(tmp_path / "src", "mosei", "unaligned", SIZES)
+    dataset = load_dataset("mosei", tmp_path / "src")
+    path = Path(dataset.splits["train"].audio.path)
+    expected = np.asarray(dataset.splits["train"].audio[np.array([1, 2])])
+    path.unlink()
+    ensure_cache_on_this_node(dataset)
+    assert path.is_file() and np.array_equal(dataset.splits["train"].audio[np.array([1, 2])], expected)
+    path.unlink()
+    for source in (tmp_path / "src").glob("*.pkl"):
+        source.unlink()  # this node has no copy of the source either
+    with pytest.raises(InputError) as err:
+        ensure_cache_on_this_node(dataset)
+    assert str(tmp_path / "src") in str(err.value)
 
 
 def test_pickles_written_by_numpy_1_load(tmp_path):

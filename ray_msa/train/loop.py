@@ -26,8 +26,8 @@ import torch.distributed as dist
 
 from ray_msa.data.dataset import MSADataset, Split
 from ray_msa.data.folds import development_pool, group_folds
-from ray_msa.metrics import DEFAULT_METRIC, METRIC_SETS, compute_metrics, is_better
 from ray_msa.data.h5cache import ensure_cache_on_this_node
+from ray_msa.metrics import DEFAULT_METRIC, METRIC_SETS, compute_metrics, is_better
 from ray_msa.models import build_model
 from ray_msa.train.batches import batches, in_order, input_stats, length_bucketed, sequence_lengths, shard
 from ray_msa.train.engine import Engine, make_engine
