@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, help="maximum epochs per fold (default: the search space's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     parent = tracker.start(tracker.experiment("ray_msa-mvsa"), "ablation", {"role": "ablation", "arch": "image_text", "dataset": "mvsa"})
     tracker.params(parent, {k: v for k, v in config.items()} | {"config_from": origin})
     rows = []
-    for use in VARIANTS:
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise InputError("--variants", ",".join(unknown), "unknown variant", f"use some of {', '.join(VARIANTS)}")
+    for use in variants:
         child = tracker.child(parent, use, {"role": "ablation-variant", "use": use})
         summary = run_cross_validation({**config, "use": use, "trial_name": use}, dataset, lambda m, s: None, WorkerContext())
         tracker.metrics(child, summary)
