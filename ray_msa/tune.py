@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--folds", str(args.folds), f"more folds than the {videos} videos of train+valid", f"use --folds {videos} or fewer")
     budget = fixed.pop("time_budget_min", None)  # a study setting, not a trial's
     if args.deepspeed_config:
+        import torch
+
+        from ray_msa.train.engine import deepspeed_config
+
+        deepspeed_config(32, 1, 1.0, 0, torch.device("cpu"), args.deepspeed_config)  # a bad file fails here, not in every worker
         fixed["deepspeed_config"] = str(Path(args.deepspeed_config).resolve())
     settings = StudySettings(
         arch=args.arch, dataset=args.dataset, trials=args.trials, folds=args.folds, workers=args.workers, engine=args.engine,

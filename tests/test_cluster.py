@@ -21,6 +21,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
+from ray_msa.errors import InputError
 from ray_msa.study import choose_devices, plan_resources
 from ray_msa.tracking import Tracker
 from ray_msa.train.engine import deepspeed_config
@@ -87,6 +88,11 @@ def test_deepspeed_config_fills_the_repo_template(monkeypatch, tmp_path):
     mine.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "gradient_clipping": 5.0, "zero_optimization": {"stage": 2}}))
     user = deepspeed_config(32, 2, 1.0, 0, torch.device("cpu"), mine)
     assert user["gradient_clipping"] == 5.0 and user["zero_optimization"]["stage"] == 2 and user["train_micro_batch_size_per_gpu"] == 16
+    broken = tmp_path / "broken.json"
+    broken.write_text("{stage: 2")
+    with pytest.raises(InputError) as err:
+        deepspeed_config(32, 1, 1.0, 0, torch.device("cpu"), broken)
+    assert "broken.json" in str(err.value) and "deepspeed config" in str(err.value)
 
 
 def test_engine_is_deepspeed_on_gpus_and_ddp_on_cpus():
