@@ -14,7 +14,7 @@ import torch
 
 from ray_msa.data.mvsa import TAGS, clean, read_posts
 from ray_msa.errors import InputError
-from ray_msa.models.image_text import ImageTextClassifier, sigmoid_focal_loss
+from ray_msa.models.image_text import ImageTextClassifier, run_lm_layers, sigmoid_focal_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 MVSA = ROOT.parent / "shared" / "data" / "mvsa_ecnu"
@@ -132,11 +132,8 @@ def test_the_models_top_lm_layers_reproduce_the_frozen_lm(tmp_path, monkeypatch)
     lengths = torch.from_numpy(mask.sum(1))
     states = torch.from_numpy(below)
     pad = torch.arange(states.size(1))[None, :] >= lengths[:, None]
-    additive = torch.zeros(pad.shape).masked_fill(pad, torch.finfo(torch.float32).min)[:, None, None, :]
     with torch.no_grad():
-        for layer in model.lm_top:
-            out = layer(states, attention_mask=additive)
-            states = out[0] if isinstance(out, tuple) else out
+        states = run_lm_layers(model.lm_top, states, pad)
     real = torch.from_numpy(mask).bool()
     assert torch.allclose(states[real], torch.from_numpy(last)[real], atol=1e-4)
 

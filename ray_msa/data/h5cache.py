@@ -39,23 +39,27 @@ _OPEN: dict[tuple[str, int, int], h5py.File] = {}
 _RESIDENT: dict[tuple[str, int, int, str], np.ndarray] = {}
 
 
-def _file(path: str) -> h5py.File:
-    """One read-only handle per file per process (handles do not pickle; paths do). Keyed by
-    inode and mtime too, so a cache converted again under the same name is never read stale."""
+def _key(path: str) -> tuple[str, int, int]:
+    """A file's identity: path, inode and mtime, so a cache converted again under the same
+    name is never read stale."""
     stat = os.stat(path)
-    key = (path, stat.st_ino, stat.st_mtime_ns)
+    return (path, stat.st_ino, stat.st_mtime_ns)
+
+
+def _file(path: str, key: tuple[str, int, int] | None = None) -> h5py.File:
+    """One read-only handle per file per process (handles do not pickle; paths do)."""
+    key = key or _key(path)
     handle = _OPEN.get(key)
     if handle is None or not handle.id.valid:
         handle = _OPEN[key] = h5py.File(path, "r")
     return handle
 
 
-def _resident(path: str, name: str) -> np.ndarray | None:
+def _resident(file_key: tuple[str, int, int], name: str) -> np.ndarray | None:
     """The whole dataset `name` in memory, if it fits the per-process budget; else None."""
-    stat = os.stat(path)
-    key = (path, stat.st_ino, stat.st_mtime_ns, name)
+    key = (*file_key, name)
     if key not in _RESIDENT:
-        dataset = _file(path)[name]
+        dataset = _file(file_key[0], file_key)[name]
         budget = float(os.environ.get("RAY_MSA_RESIDENT_MB", 1024)) * 2**20
         held = sum(a.nbytes for a in _RESIDENT.values() if a is not None)
         _RESIDENT[key] = dataset[()] if held + dataset.size * dataset.dtype.itemsize <= budget else None
@@ -98,18 +102,18 @@ class H5Rows:
         single = selected.ndim == 1
         selected = selected.reshape(-1, 2)
         out = np.zeros((len(selected), *self.shape[1:]), self.dtype)
-        handle = _file(self.path)
+        file_key = _key(self.path)  # one stat per batch, shared by every dataset read below
         for number, name in enumerate(self.names):
             positions = np.flatnonzero(selected[:, 0] == number)
             if not len(positions):
                 continue
             wanted = selected[positions, 1]
-            whole = _resident(self.path, name)
+            whole = _resident(file_key, name)
             if whole is not None:
                 values = whole[wanted]
             else:
                 unique, inverse = np.unique(wanted, return_inverse=True)  # h5py wants increasing, distinct rows
-                values = handle[name][unique][inverse]
+                values = _file(self.path, file_key)[name][unique][inverse]
             target = tuple(slice(0, s) for s in values.shape[1:])
             out[(positions,) + target] = values
         return out[0] if single else out

@@ -96,6 +96,17 @@ def masked_mean(x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
     return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
 
 
+def run_lm_layers(layers: nn.ModuleList, states: torch.Tensor, pad: torch.Tensor, frozen: int = 0) -> torch.Tensor:
+    """Hugging Face BERT layers over (B, L, D) states with padding `pad` (True = padding);
+    the first `frozen` layers build no graph."""
+    additive = torch.zeros(pad.shape, dtype=states.dtype, device=states.device).masked_fill(pad, torch.finfo(states.dtype).min)[:, None, None, :]
+    for i, layer in enumerate(layers):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and i >= frozen):
+            out = layer(states, attention_mask=additive)
+        states = out[0] if isinstance(out, tuple) else out
+    return states
+
+
 def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
     """Focal loss on one-hot targets, summed over classes, averaged over samples."""
     onehot = F.one_hot(target, logits.size(-1)).to(logits.dtype)
@@ -180,12 +191,7 @@ class ImageTextClassifier(MSAModel):
         if self.encoder == "pretrained":
             states = batch["text"]
             pad = padding_mask(batch["text_lengths"], states.size(1))
-            additive = torch.zeros(pad.shape, dtype=states.dtype, device=states.device).masked_fill(pad, torch.finfo(states.dtype).min)[:, None, None, :]
-            for i, layer in enumerate(self.lm_top):
-                with torch.set_grad_enabled(torch.is_grad_enabled() and i >= self.text_frozen):
-                    out = layer(states, attention_mask=additive)
-                states = out[0] if isinstance(out, tuple) else out
-            return self.text_in(states), pad
+            return self.text_in(run_lm_layers(self.lm_top, states, pad, self.text_frozen)), pad
         ids = batch["text_ids"]
         pad = batch["text_mask"] == 0
         x = self.embed(ids) + self.position(torch.arange(ids.size(1), device=ids.device))
