@@ -24,7 +24,9 @@ def main() -> None:
     parser.add_argument("--encoders", default="pretrained,scratch")
     parser.add_argument("--fusions", default="concat,cross,bicross")
     parser.add_argument("--epochs", type=int, help="maximum epochs per fold (default: the search space's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting of the start configuration (YAML value), e.g. --set lr_schedule=linear")
     args = parser.parse_args()
+    import yaml
     from ray_msa.data import load_dataset
     from ray_msa.models.image_text import prepare_post_text
     from ray_msa.search_space import load_space, load_start
@@ -35,6 +37,9 @@ def main() -> None:
     base = {**fixed, **load_start("image_text"), "arch": "image_text", "metric": "Acc", "seed": 0}
     if args.epochs:
         base["max_epochs"] = args.epochs
+    for item in args.set:
+        key, _, value = item.partition("=")
+        base[key] = yaml.safe_load(value)
 
     dataset = prepare_post_text(load_dataset("mvsa", args.data))
     print(dataset.summary(), flush=True)
@@ -45,7 +50,7 @@ def main() -> None:
             config = {**base, "encoder": encoder, "fusion": fusion, "folds": args.folds, "trial_name": f"{encoder}/{fusion}"}
             s = run_cross_validation(config, dataset, lambda m, state: None, WorkerContext())
             rows.append((encoder, fusion, s, time.perf_counter() - started))
-    print(f"\nat most {base['max_epochs']} epochs per fold, patience {base['patience']}")
+    print(f"\nat most {base['max_epochs']} epochs per fold, patience {base['patience']}" + "".join(f"; {item}" for item in args.set))
     print(f"| encoder | fusion | accuracy ({args.folds}-fold) | weighted F1 | minutes |\n|---|---|---|---|---|")
     for encoder, fusion, s, seconds in rows:
         print(f"| {encoder} | {fusion} | {s['mean_Acc']:.4f} ± {s['std_Acc']:.4f} | {s['mean_F1_weighted']:.4f} ± {s['std_F1_weighted']:.4f} | {seconds / 60:.1f} |")

@@ -1,13 +1,14 @@
 """Each paper's mechanism, not only shapes."""
 
 import numpy as np
+import pytest
 import torch
 from sklearn.cluster import KMeans
 
 from ray_msa.data.synthetic import make_synthetic
 from ray_msa.models import build_model
 from ray_msa.train.batches import batches, in_order
-from ray_msa.train.engine import make_engine
+from ray_msa.train.engine import make_engine, make_schedule
 from ray_msa.train.loop import WorkerContext, train_epoch
 
 AWF = dict(dim=16, lstm_hidden=16, att_hidden=8, dropout=0.0, omega_lr=0.05)
@@ -95,3 +96,21 @@ def test_cenet_enhances_the_chosen_layer_only():
     for i in range(2):
         torch.testing.assert_close(enhanced[i], plain_states[i])
     assert not torch.allclose(enhanced[2], plain_states[2])
+
+
+def test_linear_schedule_warms_up_then_decays_every_group_alike():
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.AdamW([{"params": params[:1], "lr": 1e-3}, {"params": params[1:], "lr": 1e-4}])
+    schedule = make_schedule(optimizer, "linear", 0.1, 100)
+    lrs = []
+    for _ in range(100):
+        lrs.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        schedule.step()
+    first = [lr[0] for lr in lrs]
+    assert first[0] < 2e-4 and max(first) == pytest.approx(1e-3) and int(np.argmax(first)) == 10  # ramp over 10 steps
+    assert all(b <= a for a, b in zip(first[10:], first[11:])) and first[-1] < 2e-5  # then down to ~0
+    assert all(lr[1] == pytest.approx(lr[0] / 10) for lr in lrs)  # the text group keeps its ratio
+    assert make_schedule(optimizer, "constant", 0.1, 100) is None
+    with pytest.raises(ValueError, match="lr_schedule"):
+        make_schedule(optimizer, "step", 0.1, 100)

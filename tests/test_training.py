@@ -39,8 +39,9 @@ def test_planted_signal_is_learned(planted):
     assert test["MAE"] < 0.6 * test_baseline
 
 
-def test_resume_from_checkpoint_is_exact(planted):
-    config = {**CONFIG, "max_epochs": 4, "patience": 10, "checkpoint_every": 1}
+@pytest.mark.parametrize("schedule", ["constant", "linear"])
+def test_resume_from_checkpoint_is_exact(planted, schedule):
+    config = {**CONFIG, "max_epochs": 4, "patience": 10, "checkpoint_every": 1, "lr_schedule": schedule, "warmup": 0.25}
     full = []
     run_cross_validation(config, planted, lambda m, s: full.append(m), WorkerContext())
     saved = {}
@@ -57,8 +58,9 @@ def test_deepspeed_engine_runs_the_same_loop(planted, tmp_path):
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
         reports = []
-        summary = run_cross_validation({**CONFIG, "engine": "deepspeed", "max_epochs": 4}, planted, lambda m, s: reports.append(m), WorkerContext())
-        ddp = run_cross_validation({**CONFIG, "engine": "ddp", "max_epochs": 4}, planted, lambda m, s: None, WorkerContext())
+        config = {**CONFIG, "max_epochs": 4, "lr_schedule": "cosine", "warmup": 0.1}  # DeepSpeed must step the schedule as DDP does
+        summary = run_cross_validation({**config, "engine": "deepspeed"}, planted, lambda m, s: reports.append(m), WorkerContext())
+        ddp = run_cross_validation({**config, "engine": "ddp"}, planted, lambda m, s: None, WorkerContext())
     finally:
         dist.destroy_process_group()
     assert len(reports) == 4

@@ -23,8 +23,31 @@ from ray_msa.models.base import ModelOutput, MSAModel
 ENGINES = ("ddp", "deepspeed")
 
 
+SCHEDULES = ("constant", "linear", "cosine")
+
+
 def make_optimizer(model: MSAModel, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameter_groups(lr), lr=lr, weight_decay=weight_decay)
+
+
+def make_schedule(optimizer: torch.optim.Optimizer, schedule: str, warmup: float, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Per-step learning-rate schedule over a fold's `total_steps` (max epochs x batches):
+    linear warm-up for the first `warmup` fraction, then linear or cosine decay to zero
+    (every parameter group scaled alike). Transformers trained from scratch or fine-tuned on
+    a few thousand examples need the warm-up; the decay settles the epochs before early
+    stopping picks the best one. `constant`: no scheduler."""
+    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
+
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown lr_schedule '{schedule}', expected one of {SCHEDULES}")
+    if schedule == "constant":
+        return None
+    ramp = min(max(0, round(warmup * total_steps)), total_steps - 1)
+    rest = max(1, total_steps - ramp)
+    decay = LinearLR(optimizer, 1.0, 0.0, rest) if schedule == "linear" else CosineAnnealingLR(optimizer, rest)
+    if ramp == 0:
+        return decay
+    return SequentialLR(optimizer, [LinearLR(optimizer, 1.0 / (ramp + 1), 1.0, ramp), decay], milestones=[ramp])
 
 
 DEEPSPEED_CONFIG = Path(__file__).with_name("deepspeed.json")
@@ -65,7 +88,8 @@ def deepspeed_config(batch_size: int, world: int, grad_clip: float, zero_stage: 
 class Engine:
     """DDP (or a single process): backward, clip, AdamW step."""
 
-    def __init__(self, model: MSAModel, lr: float, weight_decay: float, grad_clip: float, device: torch.device) -> None:
+    def __init__(self, model: MSAModel, lr: float, weight_decay: float, grad_clip: float, device: torch.device,
+                 schedule: tuple[str, float, int] = ("constant", 0.0, 1)) -> None:
         self.model = model.to(device)
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if distributed:
@@ -74,6 +98,7 @@ class Engine:
         else:
             self.wrapped = self.model
         self.optimizer = make_optimizer(self.model, lr, weight_decay)
+        self.scheduler = make_schedule(self.optimizer, *schedule)
         self.grad_clip = grad_clip
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
@@ -91,30 +116,38 @@ class Engine:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.scheduler is not None:
+            self.scheduler.step()
 
     def train(self, mode: bool = True) -> None:
         self.wrapped.train(mode)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
 
 
 class DeepSpeedEngine(Engine):
     """The same contract on a DeepSpeed engine (ZeRO 0-3; works on CPU with gloo)."""
 
-    def __init__(self, model: MSAModel, lr: float, weight_decay: float, grad_clip: float, device: torch.device, batch_size: int = 32, zero_stage: int = 0,
-                 template: str | None = None) -> None:
+    def __init__(self, model: MSAModel, lr: float, weight_decay: float, grad_clip: float, device: torch.device,
+                 schedule: tuple[str, float, int] = ("constant", 0.0, 1), batch_size: int = 32, zero_stage: int = 0, template: str | None = None) -> None:
         import deepspeed
 
         self.model = model.to(device)
         world = dist.get_world_size() if dist.is_initialized() else 1
         optimizer = make_optimizer(self.model, lr, weight_decay)
+        self.scheduler = make_schedule(optimizer, *schedule)  # DeepSpeed steps it after each optimizer step
         config = deepspeed_config(batch_size, world, grad_clip, zero_stage, device, template)
-        self.ds, self.optimizer, _, _ = deepspeed.initialize(model=self.model, optimizer=optimizer, config=config)
+        self.ds, self.optimizer, _, _ = deepspeed.initialize(model=self.model, optimizer=optimizer, lr_scheduler=self.scheduler, config=config)
         self.wrapped = self.ds
         self.grad_clip = grad_clip
 
@@ -138,11 +171,13 @@ class DeepSpeedEngine(Engine):
         self.ds.backward(loss)
 
     def step(self) -> None:
-        self.ds.step()  # clips, steps and zeroes gradients per the config
+        self.ds.step()  # clips, steps and zeroes gradients per the config, then steps the schedule
 
 
-def make_engine(name: str, model: MSAModel, config: dict[str, Any], device: torch.device) -> Engine:
-    common = dict(lr=config["lr"], weight_decay=config.get("weight_decay", 0.0), grad_clip=config.get("grad_clip", 1.0), device=device)
+def make_engine(name: str, model: MSAModel, config: dict[str, Any], device: torch.device, total_steps: int = 1) -> Engine:
+    """`total_steps`: optimizer steps the schedule spans (a fold's max epochs x batches)."""
+    schedule = (config.get("lr_schedule", "constant"), float(config.get("warmup", 0.0)), max(1, total_steps))
+    common = dict(lr=config["lr"], weight_decay=config.get("weight_decay", 0.0), grad_clip=config.get("grad_clip", 1.0), device=device, schedule=schedule)
     if name == "ddp":
         return Engine(model, **common)
     if name == "deepspeed":

@@ -37,6 +37,7 @@ TRAIN_KEYS = {
     "arch", "engine", "folds", "seed", "max_epochs", "patience", "metric", "batch_size", "lr", "weight_decay",
     "grad_clip", "zero_stage", "threads", "tracking_uri", "trial_run_id", "study_run_id", "dataset_ref",
     "checkpoint_every", "final_epochs", "trial_name", "text_mode", "deepspeed_config", "time_budget_min",
+    "lr_schedule", "warmup",
 }
 Report = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
@@ -88,12 +89,14 @@ def model_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def new_engine(config: dict[str, Any], dataset: MSADataset, split: Split, train_idx: np.ndarray, seed: int, ctx: WorkerContext) -> Engine:
+    """A fresh model and engine for one fold; its learning-rate schedule spans max_epochs."""
     torch.manual_seed(seed)
     model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config), dataset.task)
     reads = model.inputs()
     model.set_input_stats(input_stats(split, train_idx, tuple(m for m in dataset.modalities if reads is None or m in reads)))
     model.prepare_from_training_data(split, train_idx)
-    return make_engine(config.get("engine", "ddp"), model, config, ctx.device)
+    steps_per_epoch = -(-len(train_idx) // max(1, config["batch_size"]))
+    return make_engine(config.get("engine", "ddp"), model, config, ctx.device, steps_per_epoch * int(config["max_epochs"]))
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -225,7 +228,7 @@ def run_final_training(config: dict[str, Any], dataset: MSADataset, ctx: WorkerC
     pool = development_pool(dataset)
     seed = int(config.get("seed", 0))
     everything = np.arange(len(pool))
-    engine = new_engine(config, dataset, pool, everything, seed * 1000 + 999, ctx)
+    engine = new_engine(config, dataset, pool, everything, seed * 1000 + 999, ctx)  # the folds' schedule, stopped at their best epoch
     epochs = int(config["final_epochs"])
     for epoch in range(epochs):
         fit = train_epoch(engine, pool, everything, config, [seed, 999, epoch], ctx)
