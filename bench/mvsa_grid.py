@@ -39,7 +39,12 @@ def main() -> None:
         base["max_epochs"] = args.epochs
     for item in args.set:
         key, _, value = item.partition("=")
-        base[key] = yaml.safe_load(value)
+        value = yaml.safe_load(value)
+        try:  # YAML 1.1 reads "1e-3" as a string
+            value = float(value) if isinstance(value, str) else value
+        except ValueError:
+            pass
+        base[key] = value
 
     dataset = prepare_post_text(load_dataset("mvsa", args.data))
     print(dataset.summary(), flush=True)

@@ -14,7 +14,7 @@ import torch
 
 from ray_msa.data.mvsa import TAGS, clean, read_posts
 from ray_msa.errors import InputError
-from ray_msa.models.image_text import ImageTextClassifier, run_lm_layers, sigmoid_focal_loss
+from ray_msa.models.image_text import MASK_ID, ImageTextClassifier, run_lm_layers, sigmoid_focal_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 MVSA = ROOT.parent / "shared" / "data" / "mvsa_ecnu"
@@ -157,6 +157,19 @@ def test_text_padding_is_ignored():
     changed = {**b, "text": b["text"].clone()}
     changed["text"][1, 5:] = 100.0  # beyond sample 1's 5 real tokens
     assert torch.allclose(model(b).score, model(changed).score, atol=1e-5)
+
+
+def test_scratch_word_dropout_hides_words_only_while_training():
+    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, encoder="scratch", use="text", dim=32, heads=4, ffn=64, dropout=0.0, word_dropout=0.5)
+    seen = []
+    model.embed.register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))
+    b = batch()
+    model.train()(b)
+    hidden = seen[-1] == MASK_ID
+    assert 0 < hidden.float().mean() < 1 and torch.equal(seen[-1][~hidden], b["text_ids"][~hidden])
+    model.eval()
+    assert torch.allclose(model(b).score, model(b).score) and torch.equal(seen[-1], b["text_ids"])
+    assert model.embed.weight.std() < 0.05 and not model.embed.weight[0].any()  # BERT-style init, zero padding row
 
 
 @pytest.mark.parametrize("use", ["image", "text"])

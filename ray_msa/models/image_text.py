@@ -33,6 +33,7 @@ from ray_msa.models.layers import padding_mask
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 VOCAB = 30522  # BERT's uncased vocabulary, which the bundled tokenizer uses
+MASK_ID = 103  # its [MASK] token
 TEXT_TOP_LAYERS = 2  # the LM's top layers the model holds (see `prepare_post_text`)
 
 
@@ -124,7 +125,7 @@ class ImageTextClassifier(MSAModel):
         self, modalities: tuple[str, ...], feature_dims: dict[str, int], encoder: str = "pretrained", fusion: str = "bicross",
         dim: int = 256, heads: int = 4, ffn: int = 512, layers: int = 1, dropout: float = 0.1, loss: str = "focal",
         focal_alpha: float = 0.25, focal_gamma: float = 2.0, use: str = "image+text", outputs: int = 3,
-        text_model: str = "minilm", finetune_text: bool = False, text_tune: int = 0, text_lr: float = 1e-4,
+        text_model: str = "minilm", finetune_text: bool = False, text_tune: int = 0, text_lr: float = 1e-4, word_dropout: float = 0.0,
     ) -> None:
         super().__init__(modalities, feature_dims, text_model, finetune_text=False, outputs=outputs)
         if encoder not in ("pretrained", "scratch") or fusion not in ("concat", "cross", "bicross") or use not in ("image+text", "image", "text"):
@@ -147,6 +148,10 @@ class ImageTextClassifier(MSAModel):
             self.text_in = nn.Linear(lm.config.hidden_size, dim)
         elif use != "image":
             self.embed, self.position = nn.Embedding(VOCAB, dim, padding_idx=0), nn.Embedding(512, dim)
+            for table in (self.embed, self.position):  # BERT's init: N(0, 1) tables would barely move at these rates
+                nn.init.normal_(table.weight, std=0.02)
+            self.embed.weight.data[0].zero_()
+            self.word_dropout = word_dropout
             layer = nn.TransformerEncoderLayer(dim, heads, ffn, dropout, batch_first=True, norm_first=True)
             self.text_encoder = nn.TransformerEncoder(layer, max(1, layers), enable_nested_tensor=False)
         fused = use == "image+text" and fusion != "concat"
@@ -194,6 +199,9 @@ class ImageTextClassifier(MSAModel):
             return self.text_in(run_lm_layers(self.lm_top, states, pad, self.text_frozen)), pad
         ids = batch["text_ids"]
         pad = batch["text_mask"] == 0
+        if self.training and self.word_dropout > 0:  # augmentation: hide random words behind [MASK]
+            hide = (torch.rand(ids.shape, device=ids.device) < self.word_dropout) & ~pad
+            ids = ids.masked_fill(hide, MASK_ID)
         x = self.embed(ids) + self.position(torch.arange(ids.size(1), device=ids.device))
         return self.text_encoder(x, src_key_padding_mask=pad), pad
 
