@@ -32,9 +32,11 @@ def main() -> None:
     from ray_msa.search_space import load_space, load_start
     from ray_msa.train.loop import WorkerContext, run_cross_validation
 
-    # Every cell trains the search space's first configuration, so cells differ only in what the table names.
+    # Every cell trains the search space's start configuration for its encoder (learning rates differ), so
+    # cells of one encoder differ only in their fusion.
     fixed, _ = load_space("image_text")
-    base = {**fixed, **load_start("image_text"), "arch": "image_text", "metric": "Acc", "seed": 0}
+    starts = load_start("image_text")
+    base = {**fixed, "arch": "image_text", "metric": "Acc", "seed": 0}
     if args.epochs:
         base["max_epochs"] = args.epochs
     for item in args.set:
@@ -52,7 +54,8 @@ def main() -> None:
     for encoder in args.encoders.split(","):
         for fusion in args.fusions.split(","):
             started = time.perf_counter()
-            config = {**base, "encoder": encoder, "fusion": fusion, "folds": args.folds, "trial_name": f"{encoder}/{fusion}"}
+            start = next((s for s in starts if s.get("encoder") == encoder), starts[0] if starts else {})
+            config = {**start, **base, "encoder": encoder, "fusion": fusion, "folds": args.folds, "trial_name": f"{encoder}/{fusion}"}
             s = run_cross_validation(config, dataset, lambda m, state: None, WorkerContext())
             rows.append((encoder, fusion, s, time.perf_counter() - started))
     print(f"\nat most {base['max_epochs']} epochs per fold, patience {base['patience']}" + "".join(f"; {item}" for item in args.set))

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = prepare_post_text(load_dataset(args.dataset, args.data))
     fixed, _ = load_space("image_text")
     tuned, origin = best_config(uri, args.config_run)
-    tuned = tuned or load_start("image_text") or {}
+    tuned = tuned or next(iter(load_start("image_text")), {})
     config = {**fixed, **tuned, "arch": "image_text", "folds": args.folds, "seed": args.seed, "metric": "Acc"}
     if args.epochs:
         config["max_epochs"] = args.epochs

@@ -57,13 +57,15 @@ def load_space(arch: str, explicit: str | Path | None = None) -> tuple[dict[str,
     return dict(spec.get("fixed") or {}), space
 
 
-def load_start(arch: str, explicit: str | Path | None = None) -> dict[str, Any] | None:
-    """The optional `start:` mapping of the space file: the first configuration the search
-    evaluates (e.g. a cheap, known-good one, so ASHA has a yardstick from the first trial)."""
+def load_start(arch: str, explicit: str | Path | None = None) -> list[dict[str, Any]]:
+    """The optional `start:` of the space file, a mapping or a list of them: the first
+    configurations the search evaluates (cheap, known-good ones, so ASHA has a yardstick
+    from the first trials; one per encoder where encoders want different rates)."""
     path = space_path(arch, explicit)
     spec = yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
     start = spec.get("start") if isinstance(spec, dict) else None
-    if start is not None and not isinstance(start, dict):
-        raise InputError(path, "start", "expected a mapping of hyperparameter values", "write start: {name: value, ...} or remove it")
-    return start
+    starts = [start] if isinstance(start, dict) else start or []
+    if not isinstance(starts, list) or not all(isinstance(s, dict) for s in starts):
+        raise InputError(path, "start", "expected a mapping of hyperparameter values, or a list of them", "write start: {name: value, ...} or remove it")
+    return starts
 

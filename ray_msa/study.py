@@ -55,7 +55,7 @@ class StudySettings:
     storage: str
     fixed: dict[str, Any]
     space: dict[str, Any]
-    start: dict[str, Any] | None = None  # first configuration to evaluate (the space file's `start:`)
+    start: list[dict[str, Any]] = field(default_factory=list)  # first configurations to evaluate (the space file's `start:`)
     cpus_per_worker: float | None = None
     use_gpu: bool | None = None  # None: one GPU per worker if the cluster has GPUs
     text_mode: str = "frozen"
@@ -311,7 +311,7 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
                     max_concurrent_trials=concurrent,
                     time_budget_s=budget_s,
                     search_alg=OptunaSearch(sampler=TPESampler(seed=settings.seed, n_startup_trials=max(2, min(5, settings.trials // 3))),
-                                            points_to_evaluate=[settings.start] if settings.start else None),
+                                            points_to_evaluate=list(settings.start) or None),
                     scheduler=ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(2, max_epochs), reduction_factor=2),
                 ),
                 run_config=tune.RunConfig(name=study_name, storage_path=settings.storage, callbacks=[callback], verbose=0),

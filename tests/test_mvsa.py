@@ -14,7 +14,7 @@ import torch
 
 from ray_msa.data.mvsa import TAGS, clean, read_posts
 from ray_msa.errors import InputError
-from ray_msa.models.image_text import MASK_ID, ImageTextClassifier, run_lm_layers, sigmoid_focal_loss
+from ray_msa.models.image_text import MASK_ID, TEXT_TOP_LAYERS, ImageTextClassifier, run_lm_layers, sigmoid_focal_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 MVSA = ROOT.parent / "shared" / "data" / "mvsa_ecnu"
@@ -122,7 +122,6 @@ def test_every_encoder_and_fusion_trains(encoder, fusion):
 def test_the_models_top_lm_layers_reproduce_the_frozen_lm(tmp_path, monkeypatch):
     """States entering the top layers, run through the model's copies, equal the LM's last layer."""
     from ray_msa.data.text import embed_frozen, tokenize
-    from ray_msa.models.image_text import TEXT_TOP_LAYERS
 
     monkeypatch.setenv("RAY_MSA_CACHE", str(tmp_path))
     ids, mask = tokenize(np.array(["what a lovely sunny day", "so sad and tired tonight, nothing works", "ok"]))
@@ -141,14 +140,16 @@ def test_the_models_top_lm_layers_reproduce_the_frozen_lm(tmp_path, monkeypatch)
 def test_text_tune_trains_only_the_top_layers_at_their_own_rate():
     model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, dim=32, heads=4, ffn=64, text_tune=1, text_lr=3e-5)
     model.train()
-    assert not model.lm_top[0].training and model.lm_top[1].training  # the frozen layer keeps no dropout
+    frozen, tuned = model.lm_top[:-1], model.lm_top[-1]
+    assert len(frozen) == TEXT_TOP_LAYERS - 1
+    assert not any(layer.training for layer in frozen) and tuned.training  # frozen layers keep no dropout
     model.loss(model(batch()), batch())[0].backward()
-    assert all(p.grad is None for p in model.lm_top[0].parameters())
-    assert all(p.grad is not None for p in model.lm_top[1].parameters())
+    assert all(p.grad is None for p in frozen.parameters())
+    assert all(p.grad is not None for p in tuned.parameters())
     groups = model.parameter_groups(1e-3)
     assert [g["lr"] for g in groups] == [1e-3, 3e-5]
     assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
-    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.lm_top[1].parameters()}
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in tuned.parameters()}
 
 
 def test_text_padding_is_ignored():
@@ -263,3 +264,19 @@ def test_ablation_prints_image_text_image_and_text(small_mvsa, tmp_path, capsys,
     out = capsys.readouterr().out
     rows = [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in ("image+text", "image", "text")]
     assert rows == ["image+text", "image", "text"] and "start configuration (no finished mvsa study" in out
+
+
+def test_space_starts_once_per_encoder_with_every_hyperparameter(tmp_path):
+    from ray_msa.errors import InputError
+    from ray_msa.search_space import load_space, load_start
+
+    _, space = load_space("image_text")
+    starts = load_start("image_text")
+    assert [s["encoder"] for s in starts] == ["pretrained", "scratch"]
+    assert all(set(s) == set(space) for s in starts)  # complete points: Optuna samples nothing of its own for them
+    single = tmp_path / "one.yaml"
+    single.write_text("space: {lr: {loguniform: [1.0e-4, 1.0e-3]}}\nstart: {lr: 5.0e-4}\n")
+    assert load_start("image_text", single) == [{"lr": 5.0e-4}]
+    single.write_text("start: [5.0e-4]\n")
+    with pytest.raises(InputError, match="one.yaml.*start"):
+        load_start("image_text", single)

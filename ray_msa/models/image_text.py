@@ -5,9 +5,10 @@ Encoders:
   (`vision` (B, 49, 1280) in the batch), and MiniLM: the states entering its top
   `TEXT_TOP_LAYERS` layers are computed once (`text` (B, L, 384)) and the model runs those
   top layers itself, fine-tuning the last `text_tune` of them at rate `text_lr` (0: all
-  frozen). Fine-tuning the top of the LM is what lifts text past a frozen probe (one fold:
-  frozen 0.69, top two layers tuned 0.74) at a third of full fine-tuning's cost. Both are
-  projected to `dim`.
+  frozen). Fine-tuning the LM is what lifts text past a frozen probe (one fold, text alone:
+  frozen 0.69, top two layers tuned 0.74); with the image, tuning four of MiniLM's six
+  layers instead of two lifts 5-fold accuracy from 0.730 to 0.737, and the two bottom layers
+  stay cached. Both are projected to `dim`.
 - `scratch`: a small ResNet-style CNN (BasicBlocks with BatchNorm) over the raw image
   (`image` (B, 3, S, S) uint8, random crop and flip while training) and a Transformer
   encoder (LayerNorm) over the token ids.
@@ -34,7 +35,7 @@ from ray_msa.models.layers import padding_mask
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 VOCAB = 30522  # BERT's uncased vocabulary, which the bundled tokenizer uses
 MASK_ID = 103  # its [MASK] token
-TEXT_TOP_LAYERS = 2  # the LM's top layers the model holds (see `prepare_post_text`)
+TEXT_TOP_LAYERS = 4  # the LM's top layers the model holds (see `prepare_post_text`)
 
 
 def prepare_post_text(dataset, text_model: str = "minilm"):
