@@ -10,6 +10,7 @@ import yaml
 from ray import tune
 
 from ray_msa.errors import InputError
+from ray_msa.train.engine import SCHEDULES
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "tune_spaces"
 DISTRIBUTIONS = {
@@ -54,7 +55,10 @@ def load_space(arch: str, explicit: str | Path | None = None) -> tuple[dict[str,
                 raise InputError(path, f"space.{name}", f"bad arguments {args!r} ({err})", "give [low, high] or a list of values") from None
         else:
             space[name] = value
-    return dict(spec.get("fixed") or {}), space
+    fixed = dict(spec.get("fixed") or {})
+    if fixed.get("lr_schedule", "constant") not in SCHEDULES:
+        raise InputError(path, "fixed.lr_schedule", f"unknown schedule {fixed['lr_schedule']!r}", f"use one of {list(SCHEDULES)}")
+    return fixed, space
 
 
 def load_start(arch: str, explicit: str | Path | None = None) -> list[dict[str, Any]]:

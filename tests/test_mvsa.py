@@ -280,3 +280,6 @@ def test_space_starts_once_per_encoder_with_every_hyperparameter(tmp_path):
     single.write_text("start: [5.0e-4]\n")
     with pytest.raises(InputError, match="one.yaml.*start"):
         load_start("image_text", single)
+    single.write_text("fixed: {lr_schedule: step}\nspace: {}\n")
+    with pytest.raises(InputError, match="one.yaml.*fixed.lr_schedule.*linear"):
+        load_space("image_text", single)

@@ -21,8 +21,6 @@ from ray_msa.errors import InputError
 from ray_msa.models.base import ModelOutput, MSAModel
 
 ENGINES = ("ddp", "deepspeed")
-
-
 SCHEDULES = ("constant", "linear", "cosine")
 
 
