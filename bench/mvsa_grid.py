@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting of the start configuration (YAML value), e.g. --set lr_schedule=linear")
     args = parser.parse_args()
     import yaml
+
     from ray_msa.data import load_dataset
     from ray_msa.models.image_text import prepare_post_text
     from ray_msa.search_space import load_space, load_start

@@ -31,10 +31,10 @@ def resolve_model(model: str, tracking_uri: str) -> tuple[str, dict]:
         if model.startswith("models:/m-"):
             run_id = mlflow.get_logged_model(model.split("/")[-1]).source_run_id
             uri = model
-        elif model.startswith("runs:/"):
-            run_id, uri = model.split("/")[1], model
-        else:
-            run_id = model
+        elif model.startswith("runs:/") and model.removeprefix("runs:/").strip("/").count("/"):
+            run_id, uri = model.removeprefix("runs:/").split("/")[0], model  # runs:/<run id>/<artifact path>
+        else:  # a study run id, or runs:/<run id> without a path: the model that run logged
+            run_id = model.removeprefix("runs:/").strip("/")
             client = mlflow.MlflowClient()
             experiment = client.get_run(run_id).info.experiment_id
             found = [m for m in client.search_logged_models([experiment]) if m.source_run_id == run_id]

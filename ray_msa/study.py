@@ -166,6 +166,23 @@ def run_trial(config: dict[str, Any], dataset_ref: list, settings: dict[str, Any
     trainer.fit()
 
 
+def _close_cut_trials(tracker: Tracker, study_run: str) -> int:
+    """Trials the time budget cut mid-fold never reach Tune's on_trial_complete, so their MLflow
+    runs (and folds) would stay RUNNING after the study ends: mark them KILLED, tagged
+    `stopped_by: time budget`. Returns how many trials were cut."""
+    cut = 0
+    for trial in tracker.children(study_run):
+        if trial.data.tags.get("role") != "trial" or trial.info.status != "RUNNING":
+            continue
+        for fold in tracker.children(trial.info.run_id):
+            if fold.info.status == "RUNNING":
+                tracker.finish(fold.info.run_id, "KILLED")
+        tracker.tags(trial.info.run_id, {"stopped_by": "time budget"})
+        tracker.finish(trial.info.run_id, "KILLED")
+        cut += 1
+    return cut
+
+
 def _study_callback(tracker: Tracker, metric: str, trials_total: int, deadline: float | None = None):
     from ray import tune
 
@@ -181,7 +198,7 @@ def _study_callback(tracker: Tracker, metric: str, trials_total: int, deadline: 
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started[trial.trial_id] = time.time()
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in trial.config.items()}
+            shown = {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in trial.config.items()}  # 3e-05, not 0.0
             print(f"== trial {trial.trial_id} started: {shown}", flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -321,7 +338,9 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         if not out_of_time and (grid.num_terminated + grid.num_errors < len(grid) or len(grid) < settings.trials):
             raise StudyInterrupted(study_name)  # Tune stopped on SIGINT with trials unfinished; its state is saved
         if out_of_time:
-            print(f"time budget of {settings.time_budget_min:g} min used: {len(grid)} of {settings.trials} trials ran", flush=True)
+            cut = _close_cut_trials(tracker, study_run)
+            print(f"time budget of {settings.time_budget_min:g} min used: {len(grid)} of {settings.trials} trials ran"
+                  f"{f', {cut} cut mid-trial (KILLED in MLflow)' if cut else ''}", flush=True)
         completed = [r for r in grid if r.metrics and objective in r.metrics]
         if not completed:
             errors = [str(r.error) for r in grid if r.error]
@@ -388,11 +407,15 @@ def _log_model(tracker: Tracker, run_id: str, dataset: MSADataset, config: dict[
 
 
 def results_table(result: StudyResult, metric_names: tuple[str, ...] = METRICS) -> str:
-    """Fold mean ± std of the best trial and its test metrics, one row per metric."""
+    """Fold mean ± std of the best trial and its test metrics, one row per metric. A test split
+    without labels (MVSA's unlabelled posts, which `predict` tags) shows '-', not nan."""
     lines = [f"{'metric':<10} {'CV mean ± std (best trial)':>28} {'test':>8}", "-" * 48]
     for name in metric_names:
         mean, std = result.cv.get(f"mean_{name}", math.nan), result.cv.get(f"std_{name}", math.nan)
-        lines.append(f"{name:<10} {f'{mean:.4f} ± {std:.4f}':>28} {result.test.get(name, math.nan):>8.4f}")
+        test = result.test.get(name, math.nan)
+        lines.append(f"{name:<10} {f'{mean:.4f} ± {std:.4f}':>28} {'-' if math.isnan(test) else f'{test:.4f}':>8}")
+    if not result.test:
+        lines.append("test: the test split has no labels (python -m ray_msa.predict tags it)")
     return "\n".join(lines)
 
 

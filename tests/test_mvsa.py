@@ -234,6 +234,11 @@ def test_tune_then_predict_the_unlabelled_posts(small_mvsa, tmp_path):
     rows = list(csv.DictReader(out.open()))
     expected = [r["guid"] for r in csv.DictReader((small_mvsa / "test_without_label.txt").open())]
     assert [r["guid"] for r in rows] == expected and {r["tag"] for r in rows} <= set(TAGS)
+    model_uri = done.stdout.split("; model ")[1].split()[0]  # models:/m-...
+    for spelled in (f"runs:/{study_run}", model_uri):  # every way a user may name the same model
+        again = tmp_path / "again.csv"
+        assert predict(["--model", spelled, "--data", str(small_mvsa), "--out", str(again), "--tracking-uri", uri]) == 0
+        assert again.read_text() == out.read_text()
 
 
 def test_predict_refuses_a_model_of_another_task(small_mvsa, tmp_path, capsys):
@@ -283,3 +288,13 @@ def test_space_starts_once_per_encoder_with_every_hyperparameter(tmp_path):
     single.write_text("fixed: {lr_schedule: step}\nspace: {}\n")
     with pytest.raises(InputError, match="one.yaml.*fixed.lr_schedule.*linear"):
         load_space("image_text", single)
+
+
+def test_results_table_says_an_unlabelled_test_split_has_no_labels():
+    from ray_msa.study import StudyResult, results_table
+
+    cv = {"mean_Acc": 0.7368, "std_Acc": 0.0062, "mean_F1_weighted": 0.723, "std_F1_weighted": 0.0084}
+    unlabelled = results_table(StudyResult("run", {}, cv, {}, 5, 60.0, (1.0, 60.0), ""), ("Acc", "F1_weighted"))
+    assert "nan" not in unlabelled and "0.7368 ± 0.0062        -" in unlabelled and "no labels" in unlabelled
+    labelled = results_table(StudyResult("run", {}, cv, {"Acc": 0.71, "F1_weighted": 0.7}, 5, 60.0, (1.0, 60.0), ""), ("Acc", "F1_weighted"))
+    assert "0.7100" in labelled and "no labels" not in labelled

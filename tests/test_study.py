@@ -85,3 +85,20 @@ def test_text_only_label_csv_directory(tmp_path):
     assert "modalities text" in done.stdout
     runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosei")
     assert len(runs["fold"]) == 2 and runs["study"][0].data.params["workers"] == "2"
+
+
+def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
+    """Tune's time budget ends the study mid-fold: the cut trial is closed in MLflow (KILLED,
+    tagged), the best of what ran is retrained, and the study run finishes."""
+    space = tmp_path / "endless.yaml"
+    space.write_text("fixed: {max_epochs: 100000, patience: 100000, batch_size: 32, time_budget_min: 0.75}\n"
+                     "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: 1.0e-3}\n")
+    done = tune("mosi", "--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "time budget of 0.75 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
+    runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosi")
+    assert runs["study"][0].info.status == "FINISHED"
+    assert not [r for group in runs.values() for r in group if r.info.status == "RUNNING"]
+    cut = [r for r in runs["trial"] if r.data.tags.get("stopped_by") == "time budget"]
+    assert cut and all(r.info.status == "KILLED" for r in cut)
+    assert all(r.info.status == "KILLED" for r in runs["fold"] if r.data.tags["mlflow.parentRunId"] in {c.info.run_id for c in cut})
