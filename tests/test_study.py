@@ -92,7 +92,7 @@ def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
     tagged), the best of what ran is retrained, and the study run finishes."""
     space = tmp_path / "endless.yaml"
     space.write_text("fixed: {max_epochs: 100000, patience: 100000, batch_size: 32, time_budget_min: 0.75}\n"
-                     "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: 1.0e-3}\n")
+                     "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n")
     done = tune("mosi", "--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space), cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "time budget of 0.75 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
