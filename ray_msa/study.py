@@ -166,21 +166,24 @@ def run_trial(config: dict[str, Any], dataset_ref: list, settings: dict[str, Any
     trainer.fit()
 
 
+def _close_stopped_trial(tracker: Tracker, run_id: str, stopper: str, status: str = "FINISHED") -> None:
+    """A trial run that ended before its CV did: its still-running folds KILLED, the run tagged
+    with what stopped it and closed."""
+    for fold in tracker.children(run_id):
+        if fold.info.status == "RUNNING":
+            tracker.finish(fold.info.run_id, "KILLED")
+    tracker.tags(run_id, {"stopped_by": stopper})
+    tracker.finish(run_id, status)
+
+
 def _close_cut_trials(tracker: Tracker, study_run: str) -> int:
-    """Trials the time budget cut mid-fold never reach Tune's on_trial_complete, so their MLflow
-    runs (and folds) would stay RUNNING after the study ends: mark them KILLED, tagged
-    `stopped_by: time budget`. Returns how many trials were cut."""
-    cut = 0
-    for trial in tracker.children(study_run):
-        if trial.data.tags.get("role") != "trial" or trial.info.status != "RUNNING":
-            continue
-        for fold in tracker.children(trial.info.run_id):
-            if fold.info.status == "RUNNING":
-                tracker.finish(fold.info.run_id, "KILLED")
-        tracker.tags(trial.info.run_id, {"stopped_by": "time budget"})
-        tracker.finish(trial.info.run_id, "KILLED")
-        cut += 1
-    return cut
+    """Trials the time budget cut mid-trial never reach Tune's on_trial_complete, so their MLflow
+    runs (and folds) would stay RUNNING after the study ends: close them as KILLED. Returns how
+    many trials were cut."""
+    cut = [t for t in tracker.children(study_run) if t.data.tags.get("role") == "trial" and t.info.status == "RUNNING"]
+    for trial in cut:
+        _close_stopped_trial(tracker, trial.info.run_id, "time budget", "KILLED")
+    return len(cut)
 
 
 def _study_callback(tracker: Tracker, metric: str, trials_total: int, deadline: float | None = None):
@@ -213,11 +216,9 @@ def _study_callback(tracker: Tracker, metric: str, trials_total: int, deadline: 
             stopper = "time budget" if deadline and time.time() >= deadline else "ASHA"
             if run_id:
                 if stopped:
-                    for child in tracker.children(run_id):
-                        if child.info.status == "RUNNING":
-                            tracker.finish(child.info.run_id, "KILLED")
-                    tracker.tags(run_id, {"stopped_by": stopper})
-                tracker.finish(run_id)
+                    _close_stopped_trial(tracker, run_id, stopper)
+                else:
+                    tracker.finish(run_id)
             value = result.get(f"mean_{metric}", float("nan"))
             how = f"stopped by {stopper} after epoch {result.get('epoch')}" if stopped else f"finished after epoch {result.get('epoch')}"
             elapsed = time.time() - self.started.get(trial.trial_id, time.time())
