@@ -105,8 +105,10 @@ def main() -> None:
 
         started = time.perf_counter()
         pkl = write_mmsa_pickle(work / "mosei", "mosei", "unaligned", sizes, seed=0, neg_inf_frames=100)
-        print(f"generated {pkl} ({pkl.stat().st_size / 2**30:.2f} GiB, {sum(sizes)} samples = {' + '.join(map(str, sizes))}) "
-              f"in {time.perf_counter() - started:.0f}s")
+        print(
+            f"generated {pkl} ({pkl.stat().st_size / 2**30:.2f} GiB, {sum(sizes)} samples = {' + '.join(map(str, sizes))}) "
+            f"in {time.perf_counter() - started:.0f}s"
+        )
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         convert = ctx.Process(target=convert_worker, args=(str(work / "mosei"), str(work / "cache"), queue))
@@ -114,14 +116,23 @@ def main() -> None:
         name, seconds, rss, cache = queue.get()
         convert.join()
         size = Path(cache).stat().st_size
-        print(f"convert pickle -> HDF5 cache: {seconds:.1f}s, peak RSS {rss:,.0f} MB, cache {size / 2**30:.2f} GiB "
-              f"({100 * size / pkl.stat().st_size:.0f}% of the pickle)")
+        print(
+            f"convert pickle -> HDF5 cache: {seconds:.1f}s, peak RSS {rss:,.0f} MB, cache {size / 2**30:.2f} GiB "
+            f"({100 * size / pkl.stat().st_size:.0f}% of the pickle)"
+        )
         needed, available = pkl.stat().st_size * 1.1 * args.workers, available_bytes()
         if needed < 0.9 * available:
             rows = run_workers(load_pickle_worker, [(str(pkl),)] * args.workers)
         else:  # every pickle worker holds a private copy: all at once would not fit in memory here
-            print(f"{args.workers} pickle workers need ~{needed / 2**30:.0f} GiB but {available / 2**30:.0f} GiB is available: running them one after another")
-            rows = [r for _ in range(args.workers) for r in run_workers(load_pickle_worker, [(str(pkl),)]) if r[0] == "pickle"]
+            print(
+                f"{args.workers} pickle workers need ~{needed / 2**30:.0f} GiB but {available / 2**30:.0f} GiB is available: running them one after another"
+            )
+            rows = [
+                r
+                for _ in range(args.workers)
+                for r in run_workers(load_pickle_worker, [(str(pkl),)])
+                if r[0] == "pickle"
+            ]
         rows += run_workers(load_cache_worker, [(cache, i == 0) for i in range(args.workers)])
         print(f"\nloading with {args.workers} worker processes (each a fresh process):")
         print(f"{'source':<28} {'seconds':>9} {'peak RSS MB':>12}")
@@ -129,7 +140,9 @@ def main() -> None:
             print(f"{name:<28} {seconds:>9.2f} {rss:>12,.0f}")
         pickle_s = max(r[1] for r in rows if r[0] == "pickle")
         cache_s = max(r[1] for r in rows if r[0] == "cache")
-        print(f"\nworker ready to train: pickle {pickle_s:.2f}s vs cache {cache_s:.2f}s = {pickle_s / cache_s:.0f}x faster from the cache")
+        print(
+            f"\nworker ready to train: pickle {pickle_s:.2f}s vs cache {cache_s:.2f}s = {pickle_s / cache_s:.0f}x faster from the cache"
+        )
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -16,7 +16,6 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
@@ -24,7 +23,13 @@ def main() -> None:
     parser.add_argument("--encoders", default="pretrained,scratch")
     parser.add_argument("--fusions", default="concat,cross,bicross")
     parser.add_argument("--epochs", type=int, help="maximum epochs per fold (default: the search space's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting of the start configuration (YAML value), e.g. --set lr_schedule=linear")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting of the start configuration (YAML value), e.g. --set lr_schedule=linear",
+    )
     args = parser.parse_args()
     import yaml
 
@@ -56,13 +61,25 @@ def main() -> None:
         for fusion in args.fusions.split(","):
             started = time.perf_counter()
             start = next((s for s in starts if s.get("encoder") == encoder), starts[0] if starts else {})
-            config = {**start, **base, "encoder": encoder, "fusion": fusion, "folds": args.folds, "trial_name": f"{encoder}/{fusion}"}
+            config = {
+                **start,
+                **base,
+                "encoder": encoder,
+                "fusion": fusion,
+                "folds": args.folds,
+                "trial_name": f"{encoder}/{fusion}",
+            }
             s = run_cross_validation(config, dataset, lambda m, state: None, WorkerContext())
             rows.append((encoder, fusion, s, time.perf_counter() - started))
-    print(f"\nat most {base['max_epochs']} epochs per fold, patience {base['patience']}" + "".join(f"; {item}" for item in args.set))
+    print(
+        f"\nat most {base['max_epochs']} epochs per fold, patience {base['patience']}"
+        + "".join(f"; {item}" for item in args.set)
+    )
     print(f"| encoder | fusion | accuracy ({args.folds}-fold) | weighted F1 | minutes |\n|---|---|---|---|---|")
     for encoder, fusion, s, seconds in rows:
-        print(f"| {encoder} | {fusion} | {s['mean_Acc']:.4f} ± {s['std_Acc']:.4f} | {s['mean_F1_weighted']:.4f} ± {s['std_F1_weighted']:.4f} | {seconds / 60:.1f} |")
+        print(
+            f"| {encoder} | {fusion} | {s['mean_Acc']:.4f} ± {s['std_Acc']:.4f} | {s['mean_F1_weighted']:.4f} ± {s['std_F1_weighted']:.4f} | {seconds / 60:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -28,10 +28,17 @@ def main() -> None:
     folds = StratifiedKFold(args.folds, shuffle=True, random_state=0)
     print(f"| C | accuracy ({args.folds}-fold) | weighted F1 |\n|---|---|---|")
     for c in (float(v) for v in args.C.split(",")):
-        features = make_union(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                              TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True))
-        scores = cross_validate(make_pipeline(features, LogisticRegression(C=c, max_iter=2000)), list(posts.texts), posts.labels,
-                                cv=folds, scoring=("accuracy", "f1_weighted"))
+        features = make_union(
+            TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True),
+        )
+        scores = cross_validate(
+            make_pipeline(features, LogisticRegression(C=c, max_iter=2000)),
+            list(posts.texts),
+            posts.labels,
+            cv=folds,
+            scoring=("accuracy", "f1_weighted"),
+        )
         acc, f1 = scores["test_accuracy"], scores["test_f1_weighted"]
         print(f"| {c:g} | {acc.mean():.4f} ± {acc.std():.4f} | {f1.mean():.4f} ± {f1.std():.4f} |", flush=True)
 

@@ -45,14 +45,28 @@ def bench_worker(config: dict) -> None:
     metrics = {
         "samples_per_s": config["max_epochs"] * len(index) / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "loop_started": started, "loop_ended": time.time(),
+        "loop_started": started,
+        "loop_ended": time.time(),
     }
     with tempfile.TemporaryDirectory() as tmp:  # Train V2 keeps metrics with a checkpoint only
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if ctx.is_chief else None)
 
 
-MMSA_MULT_MOSI = dict(dim=50, heads=10, layers=4, kernel_text=5, kernel_audio=5, kernel_vision=5, attn_dropout=0.3, attn_dropout_audio=0.2,
-                      attn_dropout_vision=0.0, relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.2, out_dropout=0.5)
+MMSA_MULT_MOSI = dict(
+    dim=50,
+    heads=10,
+    layers=4,
+    kernel_text=5,
+    kernel_audio=5,
+    kernel_vision=5,
+    attn_dropout=0.3,
+    attn_dropout_audio=0.2,
+    attn_dropout_vision=0.0,
+    relu_dropout=0.0,
+    res_dropout=0.0,
+    embed_dropout=0.2,
+    out_dropout=0.5,
+)
 
 
 def time_steps(step, batches: list, repeats: int = 1) -> float:
@@ -92,10 +106,26 @@ def versus_mmsa_mult(dataset, n_batches: int, threads: int) -> None:
         optimizer.step()
         optimizer.zero_grad()
 
-    args = EasyDict(use_bert=False, use_finetune=False, dst_feature_dim_nheads=(50, 10), feature_dims=tuple(pool.text.shape[-1:] + pool.audio.shape[-1:] + pool.vision.shape[-1:]),
-                    nlevels=4, attn_dropout=0.3, attn_dropout_a=0.2, attn_dropout_v=0.0, relu_dropout=0.0, embed_dropout=0.2, res_dropout=0.0,
-                    output_dropout=0.5, text_dropout=0.5, attn_mask=True, train_mode="regression", conv1d_kernel_size_l=5,
-                    conv1d_kernel_size_a=5, conv1d_kernel_size_v=5)
+    args = EasyDict(
+        use_bert=False,
+        use_finetune=False,
+        dst_feature_dim_nheads=(50, 10),
+        feature_dims=tuple(pool.text.shape[-1:] + pool.audio.shape[-1:] + pool.vision.shape[-1:]),
+        nlevels=4,
+        attn_dropout=0.3,
+        attn_dropout_a=0.2,
+        attn_dropout_v=0.0,
+        relu_dropout=0.0,
+        embed_dropout=0.2,
+        res_dropout=0.0,
+        output_dropout=0.5,
+        text_dropout=0.5,
+        attn_mask=True,
+        train_mode="regression",
+        conv1d_kernel_size_l=5,
+        conv1d_kernel_size_a=5,
+        conv1d_kernel_size_v=5,
+    )
     theirs = MULT(args)
     their_optimizer = torch.optim.Adam(theirs.parameters(), lr=2e-3)
 
@@ -111,9 +141,11 @@ def versus_mmsa_mult(dataset, n_batches: int, threads: int) -> None:
             b[f"{m}_full"] = torch.from_numpy(getattr(pool, m)[rows]).float()
     theirs.train()
     ours.train()
-    mmsa = time_steps(theirs_step, full_batches[:n_batches + 1])
-    mine = time_steps(ours_step, ours_batches[:n_batches + 1], repeats=3)
-    print(f"\nmult vs MMSA 2.2.1 MULT (MOSI regression config: 50-d, 10 heads, 4 levels, kernels 5, batch 16; {threads} threads, one process)")
+    mmsa = time_steps(theirs_step, full_batches[: n_batches + 1])
+    mine = time_steps(ours_step, ours_batches[: n_batches + 1], repeats=3)
+    print(
+        f"\nmult vs MMSA 2.2.1 MULT (MOSI regression config: 50-d, 10 heads, 4 levels, kernels 5, batch 16; {threads} threads, one process)"
+    )
     print(f"MMSA MULT   {mmsa:8.2f} samples/s")
     print(f"ray_msa mult {mine:8.2f} samples/s  ({mine / mmsa:.1f}x)")
 
@@ -137,8 +169,13 @@ def main() -> None:
     parser.add_argument("--engines", default="ddp,deepspeed")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--vs-mmsa", type=int, default=0, metavar="BATCHES",
-                        help="also time MMSA 2.2.1's MULT against our mult on this many batches (needs: pip install --no-deps mmsa==2.2.1 easydict)")
+    parser.add_argument(
+        "--vs-mmsa",
+        type=int,
+        default=0,
+        metavar="BATCHES",
+        help="also time MMSA 2.2.1's MULT against our mult on this many batches (needs: pip install --no-deps mmsa==2.2.1 easydict)",
+    )
     args = parser.parse_args()
 
     import ray
@@ -163,17 +200,43 @@ def main() -> None:
     for engine in engines:
         for workers in map(int, args.workers.split(",")):
             per_worker, threads, _ = plan_resources(total, workers, None)
-            config = {**fixed, **hyper, "arch": args.arch, "engine": engine, "batch_size": args.batch_size, "max_epochs": args.epochs,
-                      "threads": threads, "dataset_ref": dataset_ref, "finetune_text": args.text == "finetune"}
+            config = {
+                **fixed,
+                **hyper,
+                "arch": args.arch,
+                "engine": engine,
+                "batch_size": args.batch_size,
+                "max_epochs": args.epochs,
+                "threads": threads,
+                "dataset_ref": dataset_ref,
+                "finetune_text": args.text == "finetune",
+            }
             fit_started = time.time()
-            result = TorchTrainer(bench_worker, train_loop_config=config,
-                                  scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": per_worker}),
-                                  run_config=RunConfig(name=f"bench-{engine}-{workers}", storage_path=default_storage())).fit()
+            result = TorchTrainer(
+                bench_worker,
+                train_loop_config=config,
+                scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": per_worker}),
+                run_config=RunConfig(name=f"bench-{engine}-{workers}", storage_path=default_storage()),
+            ).fit()
             fit_ended = time.time()
             m = result.metrics
-            rows.append((engine, workers, threads, m["samples_per_s"], m["peak_rss_mb"], m["loop_started"] - fit_started, fit_ended - m["loop_ended"]))
-    print(f"\n{args.arch} on {args.data} ({len(dataset.splits['train']) + len(dataset.splits['valid'])} training samples/epoch, batch {args.batch_size}, {total:g} CPUs)")
-    print(f"{'engine':<10} {'workers':>7} {'threads':>7} {'samples/s':>10} {'peak RSS/worker MB':>19} {'ray start s':>11} {'ray stop s':>10}")
+            rows.append(
+                (
+                    engine,
+                    workers,
+                    threads,
+                    m["samples_per_s"],
+                    m["peak_rss_mb"],
+                    m["loop_started"] - fit_started,
+                    fit_ended - m["loop_ended"],
+                )
+            )
+    print(
+        f"\n{args.arch} on {args.data} ({len(dataset.splits['train']) + len(dataset.splits['valid'])} training samples/epoch, batch {args.batch_size}, {total:g} CPUs)"
+    )
+    print(
+        f"{'engine':<10} {'workers':>7} {'threads':>7} {'samples/s':>10} {'peak RSS/worker MB':>19} {'ray start s':>11} {'ray stop s':>10}"
+    )
     for engine, workers, threads, sps, rss, start, stop in rows:
         print(f"{engine:<10} {workers:>7} {threads:>7} {sps:>10.1f} {rss:>19.0f} {start:>11.1f} {stop:>10.1f}")
 

@@ -28,28 +28,47 @@ def best_config(tracking_uri: str, run_id: str | None) -> tuple[dict[str, Any], 
     client = MlflowClient(tracking_uri)
     if run_id is None:
         experiment = client.get_experiment_by_name("ray_msa-mvsa")
-        runs = client.search_runs([experiment.experiment_id], "tags.role = 'study' and attributes.status = 'FINISHED'",
-                                  order_by=["attributes.start_time DESC"], max_results=1) if experiment else []
+        runs = (
+            client.search_runs(
+                [experiment.experiment_id],
+                "tags.role = 'study' and attributes.status = 'FINISHED'",
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+            if experiment
+            else []
+        )
         if not runs:
             return {}, "the search space's start configuration (no finished mvsa study in the tracking store)"
         run_id = runs[0].info.run_id
     params = client.get_run(run_id).data.params
-    config = {k[len("best."):]: yaml.safe_load(v) for k, v in params.items() if k.startswith("best.")}
+    config = {k[len("best.") :]: yaml.safe_load(v) for k, v in params.items() if k.startswith("best.")}
     if not config:
-        raise InputError(run_id, "--config-run", "this run has no best.* parameters", "pass the run id of a finished `tune mvsa` study")
+        raise InputError(
+            run_id,
+            "--config-run",
+            "this run has no best.* parameters",
+            "pass the run id of a finished `tune mvsa` study",
+        )
     return config, f"study run {run_id}"
 
 
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_msa.ablate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_msa.ablate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dataset", choices=("mvsa",))
     parser.add_argument("--data", help="folder in the MVSA layout (default: $RAY_MSA_DATA/mvsa or ./data/mvsa)")
-    parser.add_argument("--config-run", help="study run whose best configuration to use (default: the latest mvsa study)")
+    parser.add_argument(
+        "--config-run", help="study run whose best configuration to use (default: the latest mvsa study)"
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, help="maximum epochs per fold (default: the search space's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}")
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}"
+    )
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -69,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         config["max_epochs"] = args.epochs
     print(f"{dataset.summary()}\nconfiguration from {origin}: {tuned}", flush=True)
     tracker = Tracker(uri)
-    parent = tracker.start(tracker.experiment("ray_msa-mvsa"), "ablation", {"role": "ablation", "arch": "image_text", "dataset": "mvsa"})
+    parent = tracker.start(
+        tracker.experiment("ray_msa-mvsa"), "ablation", {"role": "ablation", "arch": "image_text", "dataset": "mvsa"}
+    )
     tracker.params(parent, {k: v for k, v in config.items()} | {"config_from": origin})
     rows = []
     variants = [v for v in args.variants.split(",") if v]
@@ -78,14 +99,18 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--variants", ",".join(unknown), "unknown variant", f"use some of {', '.join(VARIANTS)}")
     for use in variants:
         child = tracker.child(parent, use, {"role": "ablation-variant", "use": use})
-        summary = run_cross_validation({**config, "use": use, "trial_name": use}, dataset, lambda m, s: None, WorkerContext())
+        summary = run_cross_validation(
+            {**config, "use": use, "trial_name": use}, dataset, lambda m, s: None, WorkerContext()
+        )
         tracker.metrics(child, summary)
         tracker.finish(child)
         rows.append((use, summary))
     tracker.finish(parent)
     print(f"\n{'input':<12} {'accuracy':>18} {'weighted F1':>18}   ({args.folds}-fold mean ± std)")
     for use, s in rows:
-        print(f"{use:<12} {s['mean_Acc']:>9.4f} ± {s['std_Acc']:.4f} {s['mean_F1_weighted']:>9.4f} ± {s['std_F1_weighted']:.4f}")
+        print(
+            f"{use:<12} {s['mean_Acc']:>9.4f} ± {s['std_Acc']:.4f} {s['mean_F1_weighted']:>9.4f} ± {s['std_F1_weighted']:.4f}"
+        )
     print(f"MLflow: ablation run {parent} at {uri}")
     return 0
 

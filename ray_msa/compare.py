@@ -35,8 +35,10 @@ def collect(tracking_uri: str, dataset: str | None = None) -> list[dict]:
     if not experiments:
         return []
     studies = client.search_runs(
-        [e.experiment_id for e in experiments], "tags.role = 'study' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"], max_results=5000,
+        [e.experiment_id for e in experiments],
+        "tags.role = 'study' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=5000,
     )
     rows, seen = [], set()
     for run in studies:
@@ -45,8 +47,14 @@ def collect(tracking_uri: str, dataset: str | None = None) -> list[dict]:
             continue
         seen.add(key)
         m = run.data.metrics
-        row = {"arch": key[0], "dataset": key[1], "trials": int(m.get("trials_run", 0)), "wall_min": m.get("wall_time_s", math.nan) / 60,
-               "folds": run.data.params.get("folds", "?"), "run_id": run.info.run_id}
+        row = {
+            "arch": key[0],
+            "dataset": key[1],
+            "trials": int(m.get("trials_run", 0)),
+            "wall_min": m.get("wall_time_s", math.nan) / 60,
+            "folds": run.data.params.get("folds", "?"),
+            "run_id": run.info.run_id,
+        }
         for name in (n for n in ALL_METRICS if f"test_{n}" in m or f"cv_mean_{n}" in m):
             row[f"cv_{name}"] = (m.get(f"cv_mean_{name}", math.nan), m.get(f"cv_std_{name}", math.nan))
             row[f"test_{name}"] = m.get(f"test_{name}", math.nan)
@@ -57,8 +65,16 @@ def collect(tracking_uri: str, dataset: str | None = None) -> list[dict]:
 def render(rows: list[dict], fmt: str, metrics: tuple[str, ...] | None = None) -> str:
     """Rows of different datasets may have different metrics (MOSI vs SIMS vs IEMOCAP): show the union."""
     metrics = metrics or tuple(n for n in ALL_METRICS if any(f"test_{n}" in r for r in rows))
-    rows = [{**{f"cv_{n}": (math.nan, math.nan) for n in metrics}, **{f"test_{n}": math.nan for n in metrics}, **r} for r in rows]
-    header = ["arch", "dataset", "folds"] + [f"CV {n}" for n in metrics] + [f"test {n}" for n in metrics] + ["trials", "wall min"]
+    rows = [
+        {**{f"cv_{n}": (math.nan, math.nan) for n in metrics}, **{f"test_{n}": math.nan for n in metrics}, **r}
+        for r in rows
+    ]
+    header = (
+        ["arch", "dataset", "folds"]
+        + [f"CV {n}" for n in metrics]
+        + [f"test {n}" for n in metrics]
+        + ["trials", "wall min"]
+    )
     body = [
         [r["arch"], r["dataset"], r["folds"]]
         + [f"{r[f'cv_{n}'][0]:.4f} ± {r[f'cv_{n}'][1]:.4f}" for n in metrics]
@@ -79,9 +95,13 @@ def render(rows: list[dict], fmt: str, metrics: tuple[str, ...] | None = None) -
 
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_msa.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_msa.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--dataset", help="only this dataset (default: all)")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"), help="default sqlite under ./mlruns")
+    parser.add_argument(
+        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"), help="default sqlite under ./mlruns"
+    )
     parser.add_argument("--format", choices=("text", "md", "csv"), default="text")
     parser.add_argument("--out", help="write the table to this file as well")
     args = parser.parse_args(argv)
@@ -89,11 +109,21 @@ def main(argv: list[str] | None = None) -> int:
     if uri is None:
         db = Path("mlruns/mlflow.db").resolve()
         if not db.is_file():
-            raise InputError(db, "tracking store", "no MLflow database here", "run from the directory of your studies or pass --tracking-uri")
+            raise InputError(
+                db,
+                "tracking store",
+                "no MLflow database here",
+                "run from the directory of your studies or pass --tracking-uri",
+            )
         uri = f"sqlite:///{db}"
     rows = collect(uri, args.dataset)
     if not rows:
-        raise InputError(uri, "studies", f"no finished study{' for ' + args.dataset if args.dataset else ''}", "run python -m ray_msa.tune DATASET first")
+        raise InputError(
+            uri,
+            "studies",
+            f"no finished study{' for ' + args.dataset if args.dataset else ''}",
+            "run python -m ray_msa.tune DATASET first",
+        )
     table = render(rows, args.format)
     sys.stdout.write(table)
     if args.out:

@@ -85,13 +85,18 @@ def class_metrics(logits: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """Accuracy and weighted / macro F1 of the argmax class (MVSA's positive / neutral / negative)."""
     pred = np.asarray(logits).argmax(-1)
     truth = np.asarray(truth).reshape(-1)
-    return {"Acc": float(np.mean(pred == truth)), "F1_weighted": float(f1_score(truth, pred, average="weighted")),
-            "F1_macro": float(f1_score(truth, pred, average="macro"))}
+    return {
+        "Acc": float(np.mean(pred == truth)),
+        "F1_weighted": float(f1_score(truth, pred, average="weighted")),
+        "F1_macro": float(f1_score(truth, pred, average="macro")),
+    }
 
 
 def compute_metrics(metric_set: str, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     """The metrics of `metric_set` ("mmsa", "sims", "emotions" or "classes")."""
-    return {"mmsa": regression_metrics, "sims": sims_metrics, "emotions": emotion_metrics, "classes": class_metrics}[metric_set](pred, truth)
+    return {"mmsa": regression_metrics, "sims": sims_metrics, "emotions": emotion_metrics, "classes": class_metrics}[
+        metric_set
+    ](pred, truth)
 
 
 def _multiclass_acc(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -24,26 +24,47 @@ def server_command(root: Path, host: str = DEFAULT_HOST, port: int = 5000, store
     """The `mlflow server` command line (kept separate so tests can check what it binds)."""
     root = root.resolve()
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", store_uri or f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--serve-artifacts", "--host", host, "--port", str(port), "--workers", "2",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        store_uri or f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--serve-artifacts",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "2",
     ]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ray_msa.mlflow_server", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_msa.mlflow_server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--root", default="mlflow_server", help="folder for the SQLite store and the artifacts")
-    parser.add_argument("--store-uri", help="SQLAlchemy URI of the run store instead of SQLite (e.g. postgresql://user@db/mlflow; "
-                                            "give the password through PGPASSFILE or the driver's environment, not here)")
+    parser.add_argument(
+        "--store-uri",
+        help="SQLAlchemy URI of the run store instead of SQLite (e.g. postgresql://user@db/mlflow; "
+        "give the password through PGPASSFILE or the driver's environment, not here)",
+    )
     args = parser.parse_args(argv)
     root = Path(args.root)
     (root / "artifacts").mkdir(parents=True, exist_ok=True)
     command = server_command(root, args.host, args.port, args.store_uri)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"note: MLflow binds {args.host}: anyone who can reach it can read and write runs; keep it on a private network", flush=True)
+        print(
+            f"note: MLflow binds {args.host}: anyone who can reach it can read and write runs; keep it on a private network",
+            flush=True,
+        )
     print(f"MLflow tracking server: --tracking-uri http://{args.host}:{args.port}", flush=True)
     os.execv(command[0], command)
 

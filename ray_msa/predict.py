@@ -39,20 +39,34 @@ def resolve_model(model: str, tracking_uri: str) -> tuple[str, dict]:
             experiment = client.get_run(run_id).info.experiment_id
             found = [m for m in client.search_logged_models([experiment]) if m.source_run_id == run_id]
             if not found:
-                raise InputError(model, "--model", "this run logged no model", "pass the study run id printed at the end of `tune`, or its models:/ URI")
+                raise InputError(
+                    model,
+                    "--model",
+                    "this run logged no model",
+                    "pass the study run id printed at the end of `tune`, or its models:/ URI",
+                )
             uri = f"models:/{found[0].model_id}"
         spec = mlflow.artifacts.load_dict(f"runs:/{run_id}/model_spec.json")
     except MlflowException as err:
-        raise InputError(model, "--model", f"not found in {tracking_uri} ({str(err).splitlines()[0]})",
-                         "pass a model URI or study run id from this tracking store (see --tracking-uri)") from None
+        raise InputError(
+            model,
+            "--model",
+            f"not found in {tracking_uri} ({str(err).splitlines()[0]})",
+            "pass a model URI or study run id from this tracking store (see --tracking-uri)",
+        ) from None
     return uri, spec
 
 
 def check_spec(model: str, spec: dict) -> None:
     task = spec.get("task", "classes" if spec.get("dataset") == "mvsa" else "score")
     if task != "classes":
-        raise InputError(model, "task", f"trained on {spec.get('dataset', '?')} to predict {'a sentiment score' if task == 'score' else task}, "
-                         "not the positive/neutral/negative class of an image+text post", "pass a model from a `python -m ray_msa.tune mvsa` study")
+        raise InputError(
+            model,
+            "task",
+            f"trained on {spec.get('dataset', '?')} to predict {'a sentiment score' if task == 'score' else task}, "
+            "not the positive/neutral/negative class of an image+text post",
+            "pass a model from a `python -m ray_msa.tune mvsa` study",
+        )
 
 
 def predict_posts(model, dataset, split: str, batch_size: int = 64) -> np.ndarray:
@@ -64,18 +78,29 @@ def predict_posts(model, dataset, split: str, batch_size: int = 64) -> np.ndarra
     part = dataset.splits[split]
     model.eval()
     with torch.inference_mode():
-        logits = [model(batch).score.float().numpy() for batch in batches(part, in_order(np.arange(len(part)), batch_size), model.inputs())]
+        logits = [
+            model(batch).score.float().numpy()
+            for batch in batches(part, in_order(np.arange(len(part)), batch_size), model.inputs())
+        ]
     return np.concatenate(logits).argmax(-1)
 
 
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_msa.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_msa.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="models:/m-..., runs:/RUN/model, or a study run id")
     parser.add_argument("--data", required=True, help="folder in the MVSA layout")
     parser.add_argument("--out", required=True, help="CSV to write: guid,tag")
-    parser.add_argument("--split", choices=("test", "train"), default="test", help="test_without_label.txt (default) or train.txt")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"), help="MLflow store (default sqlite under ./mlruns)")
+    parser.add_argument(
+        "--split", choices=("test", "train"), default="test", help="test_without_label.txt (default) or train.txt"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow store (default sqlite under ./mlruns)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import mlflow.pytorch
@@ -92,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     part = dataset.splits[args.split]
     if not len(part):
         listed = "train.txt" if args.split == "train" else "test_without_label.txt"
-        raise InputError(Path(args.data) / listed, "--split", f"no posts to tag ({listed} is absent or empty)", f"add {listed} or choose the other --split")
+        raise InputError(
+            Path(args.data) / listed,
+            "--split",
+            f"no posts to tag ({listed} is absent or empty)",
+            f"add {listed} or choose the other --split",
+        )
     tags = predict_posts(model, dataset, args.split)
     names = spec.get("class_names") or list(dataset.class_names)
     out = Path(args.out)

@@ -41,23 +41,33 @@ def load_space(arch: str, explicit: str | Path | None = None) -> tuple[dict[str,
         spec = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise InputError(path, "yaml", f"not valid YAML ({str(err).splitlines()[0]})", "fix the syntax") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("space", {}), dict) or not isinstance(spec.get("fixed", {}), dict):
+    if (
+        not isinstance(spec, dict)
+        or not isinstance(spec.get("space", {}), dict)
+        or not isinstance(spec.get("fixed", {}), dict)
+    ):
         raise InputError(path, "top level", "expected mappings 'fixed' and 'space'", "see tune_spaces/mtl.yaml")
     space = {}
     for name, value in (spec.get("space") or {}).items():
         if isinstance(value, dict):
             if len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
-                raise InputError(path, f"space.{name}", f"unknown distribution {value}", f"use one of {sorted(DISTRIBUTIONS)}")
+                raise InputError(
+                    path, f"space.{name}", f"unknown distribution {value}", f"use one of {sorted(DISTRIBUTIONS)}"
+                )
             kind, args = next(iter(value.items()))
             try:
                 space[name] = DISTRIBUTIONS[kind](args)
             except (TypeError, ValueError) as err:
-                raise InputError(path, f"space.{name}", f"bad arguments {args!r} ({err})", "give [low, high] or a list of values") from None
+                raise InputError(
+                    path, f"space.{name}", f"bad arguments {args!r} ({err})", "give [low, high] or a list of values"
+                ) from None
         else:
             space[name] = value
     fixed = dict(spec.get("fixed") or {})
     if fixed.get("lr_schedule", "constant") not in SCHEDULES:
-        raise InputError(path, "fixed.lr_schedule", f"unknown schedule {fixed['lr_schedule']!r}", f"use one of {list(SCHEDULES)}")
+        raise InputError(
+            path, "fixed.lr_schedule", f"unknown schedule {fixed['lr_schedule']!r}", f"use one of {list(SCHEDULES)}"
+        )
     return fixed, space
 
 
@@ -70,6 +80,10 @@ def load_start(arch: str, explicit: str | Path | None = None) -> list[dict[str, 
     start = spec.get("start") if isinstance(spec, dict) else None
     starts = [start] if isinstance(start, dict) else start or []
     if not isinstance(starts, list) or not all(isinstance(s, dict) for s in starts):
-        raise InputError(path, "start", "expected a mapping of hyperparameter values, or a list of them", "write start: {name: value, ...} or remove it")
+        raise InputError(
+            path,
+            "start",
+            "expected a mapping of hyperparameter values, or a list of them",
+            "write start: {name: value, ...} or remove it",
+        )
     return starts
-

@@ -55,7 +55,9 @@ class StudySettings:
     storage: str
     fixed: dict[str, Any]
     space: dict[str, Any]
-    start: list[dict[str, Any]] = field(default_factory=list)  # first configurations to evaluate (the space file's `start:`)
+    start: list[dict[str, Any]] = field(
+        default_factory=list
+    )  # first configurations to evaluate (the space file's `start:`)
     cpus_per_worker: float | None = None
     use_gpu: bool | None = None  # None: one GPU per worker if the cluster has GPUs
     text_mode: str = "frozen"
@@ -82,7 +84,9 @@ class StudyResult:
     model_uri: str
 
 
-def plan_resources(total_cpus: float, workers: int, per_worker: float | None, gpus: float = 0.0) -> tuple[float, int, int]:
+def plan_resources(
+    total_cpus: float, workers: int, per_worker: float | None, gpus: float = 0.0
+) -> tuple[float, int, int]:
     """(CPUs per worker, torch threads per worker, concurrent trials) for this cluster:
     trials run side by side until the CPUs (or, with GPU workers, the GPUs) are used up."""
     if per_worker is None:
@@ -119,12 +123,22 @@ def find_study(storage: str, dataset: str, name: str | None = None) -> dict[str,
         path = folder / f"{name}.json"
         if not path.is_file():
             known = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
-            raise InputError("--resume", name, f"no study of that name in {folder}", f"use one of {', '.join(known) or '(none)'} or the same --storage")
+            raise InputError(
+                "--resume",
+                name,
+                f"no study of that name in {folder}",
+                f"use one of {', '.join(known) or '(none)'} or the same --storage",
+            )
         return json.loads(path.read_text())
     records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     unfinished = [r for r in records if r["dataset"] == dataset and not r.get("finished")]
     if not unfinished:
-        raise InputError("--resume", dataset, f"no unfinished study on {dataset} in {folder}", "pass --resume STUDY_NAME or the --storage the study used")
+        raise InputError(
+            "--resume",
+            dataset,
+            f"no unfinished study on {dataset} in {folder}",
+            "pass --resume STUDY_NAME or the --storage the study used",
+        )
     return max(unfinished, key=lambda r: r["started"])
 
 
@@ -148,13 +162,25 @@ def run_trial(config: dict[str, Any], dataset_ref: list, settings: dict[str, Any
     trial_id = context.get_trial_id()
     tracker = Tracker(settings["tracking_uri"])
     trial_number = trial_id.rsplit("_", 1)[-1]
-    trial_run = tracker.child(settings["study_run_id"], f"trial-{trial_number}", {"role": "trial", "ray_trial_id": trial_id})
+    trial_run = tracker.child(
+        settings["study_run_id"], f"trial-{trial_number}", {"role": "trial", "ray_trial_id": trial_id}
+    )
     tracker.params(trial_run, {**settings["loop"], **config})  # the resolved configuration
-    loop_config = {**settings["loop"], **config, "trial_run_id": trial_run, "dataset_ref": dataset_ref, "trial_name": f"trial {trial_number}"}
+    loop_config = {
+        **settings["loop"],
+        **config,
+        "trial_run_id": trial_run,
+        "dataset_ref": dataset_ref,
+        "trial_name": f"trial {trial_number}",
+    }
     trainer = TorchTrainer(
         cross_validate_worker,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=settings["workers"], use_gpu=settings["use_gpu"], resources_per_worker=settings["worker_resources"]),
+        scaling_config=ScalingConfig(
+            num_workers=settings["workers"],
+            use_gpu=settings["use_gpu"],
+            resources_per_worker=settings["worker_resources"],
+        ),
         run_config=RunConfig(
             name=f"{settings['study_name']}-{trial_id}",
             storage_path=settings["storage"],
@@ -201,7 +227,9 @@ def _study_callback(tracker: Tracker, metric: str, trials_total: int, deadline: 
 
         def on_trial_start(self, iteration, trials, trial, **info):
             self.started[trial.trial_id] = time.time()
-            shown = {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in trial.config.items()}  # 3e-05, not 0.0
+            shown = {
+                k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in trial.config.items()
+            }  # 3e-05, not 0.0
             print(f"== trial {trial.trial_id} started: {shown}", flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -220,13 +248,20 @@ def _study_callback(tracker: Tracker, metric: str, trials_total: int, deadline: 
                 else:
                     tracker.finish(run_id)
             value = result.get(f"mean_{metric}", float("nan"))
-            how = f"stopped by {stopper} after epoch {result.get('epoch')}" if stopped else f"finished after epoch {result.get('epoch')}"
+            how = (
+                f"stopped by {stopper} after epoch {result.get('epoch')}"
+                if stopped
+                else f"finished after epoch {result.get('epoch')}"
+            )
             elapsed = time.time() - self.started.get(trial.trial_id, time.time())
             if trial.trial_id in self.worker_started:
                 startup = self.worker_started[trial.trial_id] - self.started[trial.trial_id]
                 teardown = time.time() - self.last_result[trial.trial_id]
                 self.timings.append((startup + teardown, elapsed))
-            print(f"== trial {trial.trial_id} {how}: CV mean {metric} {value:.4f} ({elapsed:.0f}s; {self.finished}/{trials_total} trials)", flush=True)
+            print(
+                f"== trial {trial.trial_id} {how}: CV mean {metric} {value:.4f} ({elapsed:.0f}s; {self.finished}/{trials_total} trials)",
+                flush=True,
+            )
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.finished += 1
@@ -261,30 +296,63 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
     if resume:
         study_name, study_run = resume["study_name"], resume["study_run_id"]
         if resume.get("data_fingerprint") not in (None, fingerprint):
-            raise InputError(settings.dataset, "data", f"changed since study {study_name} started (fingerprint {resume['data_fingerprint']} -> {fingerprint})",
-                             "resume with the same data, or start a new study")
+            raise InputError(
+                settings.dataset,
+                "data",
+                f"changed since study {study_name} started (fingerprint {resume['data_fingerprint']} -> {fingerprint})",
+                "resume with the same data, or start a new study",
+            )
         tracker.reopen(study_run)
         record = resume
     else:
         experiment = tracker.experiment(f"ray_msa-{settings.dataset}")
         study_name = f"{settings.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
-        study_run = tracker.start(experiment, study_name, {
-            "role": "study", "arch": settings.arch, "dataset": settings.dataset, "data_fingerprint": fingerprint,
-            "mlflow.source.git.commit": git_commit(), "data_source": dataset.source,
-        })
-        tracker.params(study_run, {
-            "arch": settings.arch, "dataset": settings.dataset, "trials": settings.trials, "folds": settings.folds,
-            "workers": settings.workers, "seed": settings.seed, "metric": settings.metric,
-            "text_mode": settings.text_mode, "data_fingerprint": fingerprint, **settings.extra_params,
-            **{f"fixed.{k}": v for k, v in settings.fixed.items()},
-            **{f"space.{k}": v for k, v in settings.space.items()},
-        })
-        record = {"study_name": study_name, "study_run_id": study_run, "dataset": settings.dataset, "arch": settings.arch,
-                  "command": settings.command, "data_fingerprint": fingerprint, "started": started, "finished": False}
+        study_run = tracker.start(
+            experiment,
+            study_name,
+            {
+                "role": "study",
+                "arch": settings.arch,
+                "dataset": settings.dataset,
+                "data_fingerprint": fingerprint,
+                "mlflow.source.git.commit": git_commit(),
+                "data_source": dataset.source,
+            },
+        )
+        tracker.params(
+            study_run,
+            {
+                "arch": settings.arch,
+                "dataset": settings.dataset,
+                "trials": settings.trials,
+                "folds": settings.folds,
+                "workers": settings.workers,
+                "seed": settings.seed,
+                "metric": settings.metric,
+                "text_mode": settings.text_mode,
+                "data_fingerprint": fingerprint,
+                **settings.extra_params,
+                **{f"fixed.{k}": v for k, v in settings.fixed.items()},
+                **{f"space.{k}": v for k, v in settings.space.items()},
+            },
+        )
+        record = {
+            "study_name": study_name,
+            "study_run_id": study_run,
+            "dataset": settings.dataset,
+            "arch": settings.arch,
+            "command": settings.command,
+            "data_fingerprint": fingerprint,
+            "started": started,
+            "finished": False,
+        }
     record_path = study_record(settings.storage, study_name)
     _write_record(record_path, record)
-    print(f"study {study_name}{' (resumed)' if resume else ''}: {dataset.summary()}; fingerprint {fingerprint}; "
-          f"MLflow {redact(settings.tracking_uri)} run {study_run}", flush=True)
+    print(
+        f"study {study_name}{' (resumed)' if resume else ''}: {dataset.summary()}; fingerprint {fingerprint}; "
+        f"MLflow {redact(settings.tracking_uri)} run {study_run}",
+        flush=True,
+    )
     try:
         if not ray.is_initialized():
             # joins the cluster of RAY_ADDRESS (a `ray job submit` job) or of `ray start`, else starts a
@@ -295,26 +363,47 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         resources = ray.cluster_resources()
         total_cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
         use_gpu, engine = choose_devices(gpus, settings.use_gpu, settings.engine)
-        per_worker, threads, concurrent = plan_resources(total_cpus, settings.workers, settings.cpus_per_worker, gpus if use_gpu else 0.0)
+        per_worker, threads, concurrent = plan_resources(
+            total_cpus, settings.workers, settings.cpus_per_worker, gpus if use_gpu else 0.0
+        )
         concurrent = settings.concurrent or concurrent
         worker_resources = {"CPU": per_worker, **({"GPU": 1} if use_gpu else {})}
         tracker.params(study_run, {"engine": engine, "use_gpu": use_gpu})
         dataset_ref = [ray.put(dataset)]
-        loop = {"arch": settings.arch, "engine": engine, "folds": settings.folds, "seed": settings.seed, "metric": settings.metric,
-                "threads": threads, "tracking_uri": settings.tracking_uri, **settings.fixed}
-        trial_settings = {
-            "tracking_uri": settings.tracking_uri, "study_run_id": study_run, "study_name": study_name, "loop": loop,
-            "workers": settings.workers, "use_gpu": use_gpu, "worker_resources": worker_resources,
-            "storage": settings.storage, "max_failures": settings.max_failures,
+        loop = {
+            "arch": settings.arch,
+            "engine": engine,
+            "folds": settings.folds,
+            "seed": settings.seed,
+            "metric": settings.metric,
+            "threads": threads,
+            "tracking_uri": settings.tracking_uri,
+            **settings.fixed,
         }
-        print(f"resources: {total_cpus:g} CPUs, {gpus:g} GPUs; {settings.workers} worker(s) x {per_worker:g} CPU ({threads} threads)"
-              f"{' + 1 GPU' if use_gpu else ''}, engine {engine}; {concurrent} concurrent trial(s)", flush=True)
+        trial_settings = {
+            "tracking_uri": settings.tracking_uri,
+            "study_run_id": study_run,
+            "study_name": study_name,
+            "loop": loop,
+            "workers": settings.workers,
+            "use_gpu": use_gpu,
+            "worker_resources": worker_resources,
+            "storage": settings.storage,
+            "max_failures": settings.max_failures,
+        }
+        print(
+            f"resources: {total_cpus:g} CPUs, {gpus:g} GPUs; {settings.workers} worker(s) x {per_worker:g} CPU ({threads} threads)"
+            f"{' + 1 GPU' if use_gpu else ''}, engine {engine}; {concurrent} concurrent trial(s)",
+            flush=True,
+        )
         objective = f"mean_{settings.metric}"
         max_epochs = int(settings.fixed["max_epochs"])
         budget_s = settings.time_budget_min * 60 if settings.time_budget_min else None
         deadline = time.time() + budget_s if budget_s else None
         callback = _study_callback(tracker, settings.metric, settings.trials, deadline)
-        trainable = tune.with_resources(tune.with_parameters(run_trial, dataset_ref=dataset_ref, settings=trial_settings), {"cpu": TRIAL_CPU})
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, dataset_ref=dataset_ref, settings=trial_settings), {"cpu": TRIAL_CPU}
+        )
         experiment_path = Path(settings.storage) / study_name
         if resume and tune.Tuner.can_restore(str(experiment_path)):
             tuner = tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True, resume_errored=True)
@@ -328,11 +417,17 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
                     num_samples=settings.trials,
                     max_concurrent_trials=concurrent,
                     time_budget_s=budget_s,
-                    search_alg=OptunaSearch(sampler=TPESampler(seed=settings.seed, n_startup_trials=max(2, min(5, settings.trials // 3))),
-                                            points_to_evaluate=list(settings.start) or None),
-                    scheduler=ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=min(2, max_epochs), reduction_factor=2),
+                    search_alg=OptunaSearch(
+                        sampler=TPESampler(seed=settings.seed, n_startup_trials=max(2, min(5, settings.trials // 3))),
+                        points_to_evaluate=list(settings.start) or None,
+                    ),
+                    scheduler=ASHAScheduler(
+                        time_attr="epoch", max_t=max_epochs, grace_period=min(2, max_epochs), reduction_factor=2
+                    ),
                 ),
-                run_config=tune.RunConfig(name=study_name, storage_path=settings.storage, callbacks=[callback], verbose=0),
+                run_config=tune.RunConfig(
+                    name=study_name, storage_path=settings.storage, callbacks=[callback], verbose=0
+                ),
             )
         grid = tuner.fit()
         out_of_time = deadline is not None and time.time() >= deadline - 1
@@ -340,8 +435,11 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
             raise StudyInterrupted(study_name)  # Tune stopped on SIGINT with trials unfinished; its state is saved
         if out_of_time:
             cut = _close_cut_trials(tracker, study_run)
-            print(f"time budget of {settings.time_budget_min:g} min used: {len(grid)} of {settings.trials} trials ran"
-                  f"{f', {cut} cut mid-trial (KILLED in MLflow)' if cut else ''}", flush=True)
+            print(
+                f"time budget of {settings.time_budget_min:g} min used: {len(grid)} of {settings.trials} trials ran"
+                f"{f', {cut} cut mid-trial (KILLED in MLflow)' if cut else ''}",
+                flush=True,
+            )
         completed = [r for r in grid if r.metrics and objective in r.metrics]
         if not completed:
             errors = [str(r.error) for r in grid if r.error]
@@ -352,25 +450,45 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         final_epochs = max(1, int(round(float(np.mean(best.metrics["best_epochs"])))))
         tracker.params(study_run, {f"best.{k}": v for k, v in best_config.items()} | {"final_epochs": final_epochs})
         tracker.metrics(study_run, {f"cv_{k}": v for k, v in cv.items()})
-        print(f"best trial: CV mean {settings.metric} {cv[objective]:.4f}; retraining on train+valid for {final_epochs} epochs", flush=True)
+        print(
+            f"best trial: CV mean {settings.metric} {cv[objective]:.4f}; retraining on train+valid for {final_epochs} epochs",
+            flush=True,
+        )
 
-        test, model_state = _final_training(dataset_ref, {**loop, **best_config, "final_epochs": final_epochs, "study_run_id": study_run}, trial_settings, study_name)
+        test, model_state = _final_training(
+            dataset_ref,
+            {**loop, **best_config, "final_epochs": final_epochs, "study_run_id": study_run},
+            trial_settings,
+            study_name,
+        )
         tracker.metrics(study_run, {f"test_{k}": v for k, v in test.items()})
         model_uri = _log_model(tracker, study_run, dataset, {**loop, **best_config}, model_state)
         wall = time.time() - started + float(record.get("wall_before_s", 0.0))
         overhead, trial_wall = callback.ray_overhead()
-        tracker.metrics(study_run, {"wall_time_s": wall, "trials_run": len(grid), "ray_overhead_s_per_trial": overhead, "trial_wall_s": trial_wall})
+        tracker.metrics(
+            study_run,
+            {
+                "wall_time_s": wall,
+                "trials_run": len(grid),
+                "ray_overhead_s_per_trial": overhead,
+                "trial_wall_s": trial_wall,
+            },
+        )
         tracker.finish(study_run)
         _write_record(record_path, {**record, "finished": True})
         return StudyResult(study_run, best_config, cv, test, len(grid), wall, (overhead, trial_wall), model_uri)
     except BaseException as err:  # a failed or interrupted study is never left RUNNING
         interrupted = isinstance(err, (KeyboardInterrupt, StudyInterrupted))
         tracker.finish(study_run, "KILLED" if interrupted else "FAILED")
-        _write_record(record_path, {**record, "wall_before_s": float(record.get("wall_before_s", 0.0)) + time.time() - started})
+        _write_record(
+            record_path, {**record, "wall_before_s": float(record.get("wall_before_s", 0.0)) + time.time() - started}
+        )
         raise
 
 
-def _final_training(dataset_ref: list, config: dict[str, Any], trial_settings: dict[str, Any], study_name: str) -> tuple[dict[str, float], dict]:
+def _final_training(
+    dataset_ref: list, config: dict[str, Any], trial_settings: dict[str, Any], study_name: str
+) -> tuple[dict[str, float], dict]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -379,11 +497,15 @@ def _final_training(dataset_ref: list, config: dict[str, Any], trial_settings: d
     trainer = TorchTrainer(
         final_train_worker,
         train_loop_config={**config, "dataset_ref": dataset_ref},
-        scaling_config=ScalingConfig(num_workers=trial_settings["workers"], use_gpu=trial_settings["use_gpu"], resources_per_worker=trial_settings["worker_resources"]),
+        scaling_config=ScalingConfig(
+            num_workers=trial_settings["workers"],
+            use_gpu=trial_settings["use_gpu"],
+            resources_per_worker=trial_settings["worker_resources"],
+        ),
         run_config=RunConfig(name=f"{study_name}-final", storage_path=trial_settings["storage"]),
     )
     result = trainer.fit()
-    test = {k[len("test_"):]: float(v) for k, v in result.metrics.items() if k.startswith("test_")}
+    test = {k[len("test_") :]: float(v) for k, v in result.metrics.items() if k.startswith("test_")}
     return test, load_checkpoint_state(result.checkpoint)["model"]
 
 
@@ -400,10 +522,22 @@ def _log_model(tracker: Tracker, run_id: str, dataset: MSADataset, config: dict[
     model.eval()
     mlflow.set_tracking_uri(tracker.uri)
     with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=["torch", "ray_msa"])
-        mlflow.log_dict({"arch": config["arch"], "modalities": list(dataset.modalities), "feature_dims": dataset.feature_dims(),
-                         "model_config": model_config(config), "dataset": dataset.name, "task": dataset.task,
-                         "metric_set": dataset.metric_set, "class_names": list(dataset.class_names)}, "model_spec.json")
+        info = mlflow.pytorch.log_model(
+            model, name="model", serialization_format="pickle", pip_requirements=["torch", "ray_msa"]
+        )
+        mlflow.log_dict(
+            {
+                "arch": config["arch"],
+                "modalities": list(dataset.modalities),
+                "feature_dims": dataset.feature_dims(),
+                "model_config": model_config(config),
+                "dataset": dataset.name,
+                "task": dataset.task,
+                "metric_set": dataset.metric_set,
+                "class_names": list(dataset.class_names),
+            },
+            "model_spec.json",
+        )
     return info.model_uri
 
 

@@ -36,7 +36,9 @@ def artifact_root(tracking_uri: str) -> str | None:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -51,7 +53,8 @@ def public_params(params: dict[str, Any]) -> dict[str, str]:
     """Parameters as MLflow strings, without anything that looks like a secret: keys that
     name one are dropped, passwords inside URLs are masked."""
     return {
-        k: redact(str(v))[:6000] for k, v in params.items()
+        k: redact(str(v))[:6000]
+        for k, v in params.items()
         if not any(marker in k.lower() for marker in SECRET_MARKERS) and not k.startswith("_")
     }
 
@@ -104,8 +107,11 @@ class Tracker:
         """Log once per (metric, step): a run continued after a worker restart or a resumed
         study replays the epochs since its last checkpoint, and those are already logged."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in values.items()
-                 if v is not None and math.isfinite(float(v)) and not self._already_logged(run_id, k, step)]
+        batch = [
+            Metric(k, float(v), now, step)
+            for k, v in values.items()
+            if v is not None and math.isfinite(float(v)) and not self._already_logged(run_id, k, step)
+        ]
         for start in range(0, len(batch), 1000):
             self._with_retry(self.client.log_batch, run_id, metrics=batch[start : start + 1000])
         for metric in batch:
@@ -145,7 +151,12 @@ class Tracker:
                 continue
             fig, ax = plt.subplots(figsize=(5, 3.2))
             for name in names:
-                ax.plot(range(1, len(history) + 1), [row.get(name, math.nan) for row in history], marker="o", label=name[len("train_"):])
+                ax.plot(
+                    range(1, len(history) + 1),
+                    [row.get(name, math.nan) for row in history],
+                    marker="o",
+                    label=name[len("train_") :],
+                )
             ax.set_xlabel("epoch")
             ax.set_title(f"{prefix.rstrip('_')} per epoch")
             ax.legend()
@@ -161,7 +172,9 @@ class Tracker:
         import matplotlib.pyplot as plt
         from sklearn.metrics import ConfusionMatrixDisplay
 
-        display = ConfusionMatrixDisplay.from_predictions(truth, pred, labels=list(range(len(names))), display_labels=list(names), colorbar=False)
+        display = ConfusionMatrixDisplay.from_predictions(
+            truth, pred, labels=list(range(len(names))), display_labels=list(names), colorbar=False
+        )
         display.figure_.tight_layout()
         self.client.log_figure(run_id, display.figure_, "confusion_matrix.png")
         plt.close(display.figure_)

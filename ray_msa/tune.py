@@ -22,31 +22,72 @@ DEFAULT_ARCH = {"score": "mtl", "emotions": "mult", "classes": "image_text"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ray_msa.tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", help="mosi, mosei, sims, iemocap, or mvsa (image+text posts); mosi has an embedded copy")
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_msa.tune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "dataset", help="mosi, mosei, sims, iemocap, or mvsa (image+text posts); mosi has an embedded copy"
+    )
     parser.add_argument("--data", help="directory with the dataset's files (default: the embedded copy)")
     parser.add_argument("--arch", help="architecture (default mtl; mult for IEMOCAP's emotions; image_text for MVSA)")
     parser.add_argument("--trials", type=int, default=6, help="Optuna trials (default 6)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds per trial (default 5)")
-    parser.add_argument("--epochs", type=int, help="maximum epochs per fold (default: the search space's fixed max_epochs)")
+    parser.add_argument(
+        "--epochs", type=int, help="maximum epochs per fold (default: the search space's fixed max_epochs)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (default 1)")
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: fit the cluster)")
-    parser.add_argument("--engine", choices=("ddp", "deepspeed"), help="training engine (default: deepspeed when workers get GPUs, ddp on CPU)")
+    parser.add_argument(
+        "--engine",
+        choices=("ddp", "deepspeed"),
+        help="training engine (default: deepspeed when workers get GPUs, ddp on CPU)",
+    )
     gpu = parser.add_mutually_exclusive_group()
-    gpu.add_argument("--gpu", dest="gpu", action="store_true", default=None,
-                     help="one GPU per worker even if none is up yet (an autoscaling cluster adds GPU nodes on demand); default: when the cluster has GPUs")
+    gpu.add_argument(
+        "--gpu",
+        dest="gpu",
+        action="store_true",
+        default=None,
+        help="one GPU per worker even if none is up yet (an autoscaling cluster adds GPU nodes on demand); default: when the cluster has GPUs",
+    )
     gpu.add_argument("--cpu", dest="gpu", action="store_false", help="never use GPUs")
-    parser.add_argument("--time-budget", type=float, metavar="MIN",
-                        help="stop tuning after MIN minutes, then retrain the best trial (default: the search space's time_budget_min, else none)")
-    parser.add_argument("--concurrent", type=int, help="trials at once (default: as many as the cluster's free CPUs/GPUs hold)")
-    parser.add_argument("--deepspeed-config", help="DeepSpeed JSON whose \"auto\" values are filled per trial (default: ray_msa/train/deepspeed.json)")
-    parser.add_argument("--resume", nargs="?", const="latest", metavar="STUDY",
-                        help="continue an interrupted study (default: the latest unfinished one on DATASET in --storage); other options come from the study")
-    parser.add_argument("--metric", choices=ALL_METRICS, help="validation metric to optimise (default MAE; Mean_F1 for IEMOCAP)")
-    parser.add_argument("--text", default="frozen", choices=("frozen", "finetune", "features"),
-                        help="MiniLM frozen (embeddings cached once), fine-tuned, or the text features the source ships (default frozen)")
-    parser.add_argument("--text-model", default="minilm", help="text LM: the bundled 'minilm' or a Hugging Face name/path")
-    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"), help="MLflow tracking URI (default sqlite under ./mlruns)")
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MIN",
+        help="stop tuning after MIN minutes, then retrain the best trial (default: the search space's time_budget_min, else none)",
+    )
+    parser.add_argument(
+        "--concurrent", type=int, help="trials at once (default: as many as the cluster's free CPUs/GPUs hold)"
+    )
+    parser.add_argument(
+        "--deepspeed-config",
+        help='DeepSpeed JSON whose "auto" values are filled per trial (default: ray_msa/train/deepspeed.json)',
+    )
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        metavar="STUDY",
+        help="continue an interrupted study (default: the latest unfinished one on DATASET in --storage); other options come from the study",
+    )
+    parser.add_argument(
+        "--metric", choices=ALL_METRICS, help="validation metric to optimise (default MAE; Mean_F1 for IEMOCAP)"
+    )
+    parser.add_argument(
+        "--text",
+        default="frozen",
+        choices=("frozen", "finetune", "features"),
+        help="MiniLM frozen (embeddings cached once), fine-tuned, or the text features the source ships (default frozen)",
+    )
+    parser.add_argument(
+        "--text-model", default="minilm", help="text LM: the bundled 'minilm' or a Hugging Face name/path"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default sqlite under ./mlruns)",
+    )
     parser.add_argument("--storage", help="Ray results/checkpoints directory (default ./ray_results)")
     parser.add_argument("--space", help="search-space YAML (default tune_spaces/<arch>.yaml)")
     parser.add_argument("--seed", type=int, default=0)
@@ -80,7 +121,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.arch is not None and args.arch not in ARCHITECTURES:
         raise InputError("--arch", args.arch, "unknown architecture", f"use one of {', '.join(sorted(ARCHITECTURES))}")
-    for flag, value in (("--trials", args.trials), ("--folds", args.folds), ("--workers", args.workers), ("--epochs", args.epochs or 1)):
+    for flag, value in (
+        ("--trials", args.trials),
+        ("--folds", args.folds),
+        ("--workers", args.workers),
+        ("--epochs", args.epochs or 1),
+    ):
         if value < (2 if flag == "--folds" else 1):
             raise InputError(flag, str(value), "too small", f"use {flag} {'2' if flag == '--folds' else '1'} or more")
     dataset = load_dataset(args.dataset, args.data)
@@ -104,40 +150,75 @@ def main(argv: list[str] | None = None) -> int:
         dataset = prepare_text(dataset, args.text, args.text_model)
     metric = args.metric or DEFAULT_METRIC[dataset.metric_set]
     if metric not in METRIC_SETS[dataset.metric_set]:
-        raise InputError("--metric", metric, f"not a metric of {args.dataset}", f"use one of {', '.join(METRIC_SETS[dataset.metric_set])}")
+        raise InputError(
+            "--metric",
+            metric,
+            f"not a metric of {args.dataset}",
+            f"use one of {', '.join(METRIC_SETS[dataset.metric_set])}",
+        )
     videos = len(set(dataset.splits["train"].video_ids) | set(dataset.splits["valid"].video_ids))
     if videos == 0:
-        raise InputError(dataset.source, "train", "no labelled samples to tune on", "add the labelled split (train.txt for image+text posts)")
+        raise InputError(
+            dataset.source,
+            "train",
+            "no labelled samples to tune on",
+            "add the labelled split (train.txt for image+text posts)",
+        )
     if args.folds > videos:
-        raise InputError("--folds", str(args.folds), f"more folds than the {videos} videos of train+valid", f"use --folds {videos} or fewer")
+        raise InputError(
+            "--folds",
+            str(args.folds),
+            f"more folds than the {videos} videos of train+valid",
+            f"use --folds {videos} or fewer",
+        )
     budget = fixed.pop("time_budget_min", None)  # a study setting, not a trial's
     if args.deepspeed_config:
         import torch
 
         from ray_msa.train.engine import deepspeed_config
 
-        deepspeed_config(32, 1, 1.0, 0, torch.device("cpu"), args.deepspeed_config)  # a bad file fails here, not in every worker
+        deepspeed_config(
+            32, 1, 1.0, 0, torch.device("cpu"), args.deepspeed_config
+        )  # a bad file fails here, not in every worker
         fixed["deepspeed_config"] = str(Path(args.deepspeed_config).resolve())
     settings = StudySettings(
-        arch=args.arch, dataset=args.dataset, trials=args.trials, folds=args.folds, workers=args.workers, engine=args.engine,
-        seed=args.seed, metric=metric, tracking_uri=args.tracking_uri or default_tracking_uri(),
-        storage=args.storage or default_storage(), fixed=fixed, space=space, cpus_per_worker=args.cpus_per_worker,
-        use_gpu=args.gpu, text_mode=args.text, start=load_start(args.arch, args.space), concurrent=args.concurrent,
+        arch=args.arch,
+        dataset=args.dataset,
+        trials=args.trials,
+        folds=args.folds,
+        workers=args.workers,
+        engine=args.engine,
+        seed=args.seed,
+        metric=metric,
+        tracking_uri=args.tracking_uri or default_tracking_uri(),
+        storage=args.storage or default_storage(),
+        fixed=fixed,
+        space=space,
+        cpus_per_worker=args.cpus_per_worker,
+        use_gpu=args.gpu,
+        text_mode=args.text,
+        start=load_start(args.arch, args.space),
+        concurrent=args.concurrent,
         time_budget_min=args.time_budget or budget,
         command=[a for a in argv if a != "--resume"],
     )
     try:
         result = run_study(dataset, settings, resume)
     except StudyInterrupted as stopped:
-        print(f"\ninterrupted: study {stopped.study_name} is saved; continue it with\n"
-              f"    python -m ray_msa.tune {args.dataset} --resume {stopped.study_name} --storage {settings.storage}", flush=True)
+        print(
+            f"\ninterrupted: study {stopped.study_name} is saved; continue it with\n"
+            f"    python -m ray_msa.tune {args.dataset} --resume {stopped.study_name} --storage {settings.storage}",
+            flush=True,
+        )
         return 130
     print()
     print(f"{args.arch} on {args.dataset}: {result.trials} trials x {args.folds} folds in {result.wall_s / 60:.1f} min")
     print(results_table(result, METRIC_SETS[dataset.metric_set]))
     print(f"best configuration: {result.best_config}")
     overhead, trial_wall = result.ray_overhead_s
-    print(f"Ray start-up + tear-down per trial: {overhead:.1f}s of {trial_wall:.1f}s ({100 * overhead / trial_wall:.0f}%)")
+    print(
+        f"Ray start-up + tear-down per trial: {overhead:.1f}s of {trial_wall:.1f}s ({100 * overhead / trial_wall:.0f}%)"
+    )
     print(f"MLflow: study run {result.study_run_id} at {redact(settings.tracking_uri)}; model {result.model_uri}")
     return 0
 

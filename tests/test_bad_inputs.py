@@ -41,17 +41,39 @@ BAD_MESSAGE: dict[str, str] = {}
 
 
 def cases(xfail: dict[str, str]) -> list:
-    return [pytest.param(c, id=c["path"], marks=[pytest.mark.xfail(strict=True, reason=xfail[c["path"]])] if c["path"] in xfail else [])
-            for c in CASES]
+    return [
+        pytest.param(
+            c,
+            id=c["path"],
+            marks=[pytest.mark.xfail(strict=True, reason=xfail[c["path"]])] if c["path"] in xfail else [],
+        )
+        for c in CASES
+    ]
 
 
 def files(root: Path) -> dict[str, str]:
     """sha256 of every file under `root`, by relative path (hidden and temporary files included)."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()} if root.exists() else {}
+    return (
+        {
+            str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file()
+        }
+        if root.exists()
+        else {}
+    )
 
 
 def cli_args(case: dict[str, str], tmp: Path) -> list[str]:
-    return [case["dataset"], "--data", str(CORPUS / case["path"]), "--tracking-uri", f"sqlite:///{tmp}/mlflow.db", "--storage", str(tmp / "ray")]
+    return [
+        case["dataset"],
+        "--data",
+        str(CORPUS / case["path"]),
+        "--tracking-uri",
+        f"sqlite:///{tmp}/mlflow.db",
+        "--storage",
+        str(tmp / "ray"),
+    ]
 
 
 @pytest.fixture
@@ -128,8 +150,17 @@ def test_real_entry_point(isolated):
         work = isolated / name
         work.mkdir()
         env_case = dict(env, RAY_MSA_CACHE=str(work / "cache"), **{MARKER_ENV: str(work / "PWNED")})
-        runs[name] = (work, subprocess.Popen([sys.executable, "-m", "ray_msa.tune", *cli_args(BY_PATH[name], work)], cwd=work, env=env_case,
-                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        runs[name] = (
+            work,
+            subprocess.Popen(
+                [sys.executable, "-m", "ray_msa.tune", *cli_args(BY_PATH[name], work)],
+                cwd=work,
+                env=env_case,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
     for name, (work, proc) in runs.items():
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 2, (name, out, err)
@@ -156,8 +187,14 @@ def test_malicious_pickle_is_really_malicious(name, tmp_path):
     """Plain pickle.load (in a child process) does run the payload: the test above proves something."""
     marker = tmp_path / "PWNED"
     env = dict(os.environ, **{MARKER_ENV: str(marker)})
-    subprocess.run([sys.executable, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))", str(CORPUS / name)],
-                   env=env, cwd=tmp_path, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))", str(CORPUS / name)],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     assert marker.exists()
 
 
@@ -178,7 +215,9 @@ def test_bad_inputs_damage_nothing_already_written(isolated, capsys):
     store = isolated / "mlflow"
     store.mkdir()
     uri = f"sqlite:///{store / 'mlflow.db'}"
-    good = {path: load_dataset("mosi", path).fingerprint() for path in (GOOD_NEG_INF, GOOD_CSD)}  # cache: $RAY_MSA_CACHE
+    good = {
+        path: load_dataset("mosi", path).fingerprint() for path in (GOOD_NEG_INF, GOOD_CSD)
+    }  # cache: $RAY_MSA_CACHE
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("kept", artifact_location=(store / "artifacts").as_uri())
     run = client.create_run(experiment, run_name="kept").info.run_id

@@ -85,9 +85,17 @@ def test_deepspeed_config_fills_the_repo_template(monkeypatch, tmp_path):
     v100 = deepspeed_config(32, 1, 1.0, 0, torch.device("cuda", 0))
     assert v100["fp16"]["enabled"] is True and v100["fp16"]["loss_scale"] == 0 and "bf16" not in v100
     mine = tmp_path / "ds.json"
-    mine.write_text(json.dumps({"train_micro_batch_size_per_gpu": "auto", "gradient_clipping": 5.0, "zero_optimization": {"stage": 2}}))
+    mine.write_text(
+        json.dumps(
+            {"train_micro_batch_size_per_gpu": "auto", "gradient_clipping": 5.0, "zero_optimization": {"stage": 2}}
+        )
+    )
     user = deepspeed_config(32, 2, 1.0, 0, torch.device("cpu"), mine)
-    assert user["gradient_clipping"] == 5.0 and user["zero_optimization"]["stage"] == 2 and user["train_micro_batch_size_per_gpu"] == 16
+    assert (
+        user["gradient_clipping"] == 5.0
+        and user["zero_optimization"]["stage"] == 2
+        and user["train_micro_batch_size_per_gpu"] == 16
+    )
     broken = tmp_path / "broken.json"
     broken.write_text("{stage: 2")
     with pytest.raises(InputError) as err:
@@ -136,8 +144,13 @@ def test_mlflow_server_binds_loopback_by_default(tmp_path):
     import urllib.request
 
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "ray_msa.mlflow_server", "--port", str(port), "--root", str(tmp_path / "mlflow")],
-                              env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ray_msa.mlflow_server", "--port", str(port), "--root", str(tmp_path / "mlflow")],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 90
         while time.time() < deadline:
@@ -171,7 +184,9 @@ def test_concurrent_writers_lose_no_metric(tmp_path):
     experiment = tracker.experiment("concurrent")
     runs = [tracker.start(experiment, f"trial-{i}", {}) for i in range(4)]
     context = multiprocessing.get_context("spawn")
-    writers = [context.Process(target=_log_many, args=(uri, runs[i % 2], i, 60)) for i in range(4)]  # two writers per run
+    writers = [
+        context.Process(target=_log_many, args=(uri, runs[i % 2], i, 60)) for i in range(4)
+    ]  # two writers per run
     for w in writers:
         w.start()
     for w in writers:
@@ -200,7 +215,14 @@ def test_a_continued_run_logs_each_step_once(tmp_path):
 def test_no_secret_reaches_parameters():
     from ray_msa.tracking import public_params, redact
 
-    params = public_params({"tracking_uri": "http://ana:hunter2@mlflow.lab:5000", "aws_secret_access_key": "AKIA", "RAY_AUTH_TOKEN": "t0k", "lr": 0.1})
+    params = public_params(
+        {
+            "tracking_uri": "http://ana:hunter2@mlflow.lab:5000",
+            "aws_secret_access_key": "AKIA",
+            "RAY_AUTH_TOKEN": "t0k",
+            "lr": 0.1,
+        }
+    )
     assert params == {"tracking_uri": "http://ana:***@mlflow.lab:5000", "lr": "0.1"}
     assert redact("postgresql://u:pw@db/mlflow") == "postgresql://u:***@db/mlflow"
 
@@ -214,8 +236,20 @@ def _study_settings(tmp_path: Path, **overrides):
 
     fixed, space = load_space("lf_dnn")
     fixed = {**fixed, "max_epochs": 1, "batch_size": 64}
-    base = dict(arch="lf_dnn", dataset="mosi", trials=1, folds=2, workers=1, engine=None, seed=0, metric="MAE",
-                tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", storage=str(tmp_path / "ray_results"), fixed=fixed, space=space)
+    base = dict(
+        arch="lf_dnn",
+        dataset="mosi",
+        trials=1,
+        folds=2,
+        workers=1,
+        engine=None,
+        seed=0,
+        metric="MAE",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        storage=str(tmp_path / "ray_results"),
+        fixed=fixed,
+        space=space,
+    )
     return StudySettings(**{**base, **overrides})
 
 
@@ -286,7 +320,9 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
             experiment = client.get_experiment_by_name("ray_msa-mosi")
             trials = client.search_runs([experiment.experiment_id], "tags.role = 'trial'") if experiment else []
             if trials and len(client.get_metric_history(trials[0].info.run_id, "mean_MAE")) >= 2:  # epoch 2 of 6 done
-                alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True)
+                alive = list_actors(
+                    filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True
+                )
                 if alive:
                     os.kill(alive[0].pid, signal.SIGKILL)
                     killed.append(alive[0].pid)
@@ -314,15 +350,25 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
 
 
 def tune_process(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-u", "-m", "ray_msa.tune", "mosi", *args], cwd=cwd, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-u", "-m", "ray_msa.tune", "mosi", *args],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def results_lines(output: str) -> list[str]:
     """The final table's metric rows and the best configuration."""
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("metric "))
-    return [line for line in lines[start:] if line.startswith(("MAE", "Corr", "Acc", "Has0", "Non0", "F1", "best configuration"))]
+    return [
+        line
+        for line in lines[start:]
+        if line.startswith(("MAE", "Corr", "Acc", "Has0", "Non0", "F1", "best configuration"))
+    ]
 
 
 @pytest.mark.slow
@@ -345,16 +391,40 @@ def test_an_interrupted_study_resumes_to_the_same_table(tmp_path):
     finished = [line.split()[2] for line in output.splitlines() if "finished after epoch" in line]
     assert 1 <= len(finished) < 3
 
-    resumed = subprocess.run([sys.executable, "-m", "ray_msa.tune", "mosi", "--resume", "--storage", str(first / "ray_results")],
-                             cwd=first, env=clean_env(), capture_output=True, text=True, timeout=900)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "ray_msa.tune", "mosi", "--resume", "--storage", str(first / "ray_results")],
+        cwd=first,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    restarted = [line.split()[2] for line in resumed.stdout.splitlines() if line.startswith("== trial") and "started" in line]
+    restarted = [
+        line.split()[2] for line in resumed.stdout.splitlines() if line.startswith("== trial") and "started" in line
+    ]
     assert not set(finished) & set(restarted), (finished, restarted)  # finished trials are not run again
 
     second = tmp_path / "straight"
     second.mkdir()
-    straight = subprocess.run([sys.executable, "-m", "ray_msa.tune", "mosi", *common, "--storage", str(second / "ray_results"),
-                               "--tracking-uri", f"sqlite:///{second / 'mlflow.db'}"], cwd=second, env=clean_env(), capture_output=True, text=True, timeout=900)
+    straight = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ray_msa.tune",
+            "mosi",
+            *common,
+            "--storage",
+            str(second / "ray_results"),
+            "--tracking-uri",
+            f"sqlite:///{second / 'mlflow.db'}",
+        ],
+        cwd=second,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert straight.returncode == 0, straight.stdout[-3000:]
     assert results_lines(resumed.stdout) == results_lines(straight.stdout)
 
@@ -375,21 +445,67 @@ def test_ray_job_submit_runs_a_study(tmp_path):
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    started = subprocess.run([*RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--dashboard-host=127.0.0.1",
-                              f"--dashboard-port={dashboard}", "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
+    started = subprocess.run(
+        [
+            *RAY,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert started.returncode == 0, started.stdout + started.stderr
     try:
         assert listening_addresses(dashboard) == {"127.0.0.1"}
         job = subprocess.run(
-            [*RAY, "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(ROOT), "--",
-             sys.executable, "-m", "ray_msa.tune", "mosi", "--arch", "lf_dnn", "--trials", "1", "--folds", "2", "--epochs", "1",
-             "--storage", str(tmp_path / "ray_results"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
-            env=env, capture_output=True, text=True, timeout=900)
+            [
+                *RAY,
+                "job",
+                "submit",
+                "--address",
+                f"http://127.0.0.1:{dashboard}",
+                "--working-dir",
+                str(ROOT),
+                "--",
+                sys.executable,
+                "-m",
+                "ray_msa.tune",
+                "mosi",
+                "--arch",
+                "lf_dnn",
+                "--trials",
+                "1",
+                "--folds",
+                "2",
+                "--epochs",
+                "1",
+                "--storage",
+                str(tmp_path / "ray_results"),
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'mlflow.db'}",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
         assert "succeeded" in job.stdout and "lf_dnn on mosi: 1 trials x 2 folds" in job.stdout
         assert len(runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "fold")) == 2
-        stranger = subprocess.run([*RAY, "job", "list", "--address", f"http://127.0.0.1:{dashboard}"], env=clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="wrong"),
-                                  capture_output=True, text=True, timeout=120)
+        stranger = subprocess.run(
+            [*RAY, "job", "list", "--address", f"http://127.0.0.1:{dashboard}"],
+            env=clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="wrong"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert stranger.returncode != 0  # without the cluster's token, no access
         params = json.dumps([r.data.params for r in runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "trial")])
         assert token.read_text() not in params

@@ -24,7 +24,13 @@ def _seq(**overrides) -> ComputationalSequence:
         ),
         "b": (np.array([[7, 70]], np.float32), np.array([[0, 1]], np.float64)),
     }
-    metadata = {"dimension names": ["x", "y"], "md5": None, "alignment compatible": True, "dataset version": 1.0, "creator": "Zoë"}
+    metadata = {
+        "dimension names": ["x", "y"],
+        "md5": None,
+        "alignment compatible": True,
+        "dataset version": 1.0,
+        "creator": "Zoë",
+    }
     return ComputationalSequence(**{"name": "Tiny Sequence", "data": data, "metadata": metadata, **overrides})
 
 
@@ -131,7 +137,9 @@ def test_align_truncates_to_max_len_and_counts() -> None:
 def test_align_average_is_overlap_weighted() -> None:
     values, lengths, report = align(_seq(), SEGMENTS, mode="average")
     assert values.shape == (7, 1, 2) and (lengths == 1).all()
-    np.testing.assert_allclose(values[0, 0], np.array([0.5 * 1 + 1.0 * 2 + 0.25 * 3, 0.5 * 10 + 1.0 * 20 + 0.25 * 30]) / 1.75, rtol=1e-6)
+    np.testing.assert_allclose(
+        values[0, 0], np.array([0.5 * 1 + 1.0 * 2 + 0.25 * 3, 0.5 * 10 + 1.0 * 20 + 0.25 * 30]) / 1.75, rtol=1e-6
+    )
     np.testing.assert_allclose(values[6, 0, 0], (1 + 2 + 3 + 2 * 4 + 10 * 5 + 6) / 16, rtol=1e-6)
     assert not values[[1, 2, 4]].any()
     assert report == {"segments": 7, "no_frames": 3, "truncated": 0}
@@ -146,7 +154,9 @@ def test_align_matches_brute_force_on_random_overlapping_intervals() -> None:
         data[vid] = (rng.normal(size=(40, 3)).astype(np.float32), ivs)
     seq = ComputationalSequence("random", data, {})
     starts = rng.uniform(-5, 55, 200)
-    segments = pd.DataFrame({"video_id": rng.choice(list("pqrs"), 200), "start": starts, "end": starts + rng.exponential(4, 200)})
+    segments = pd.DataFrame(
+        {"video_id": rng.choice(list("pqrs"), 200), "start": starts, "end": starts + rng.exponential(4, 200)}
+    )
     expected = _brute_force(seq, segments)
     values, lengths, _ = align(seq, segments)
     averages, _, _ = align(seq, segments, mode="average")
@@ -154,7 +164,9 @@ def test_align_matches_brute_force_on_random_overlapping_intervals() -> None:
         assert lengths[i] == max(1, len(feats))
         np.testing.assert_array_equal(values[i, : len(feats)], feats)
         if len(feats):
-            np.testing.assert_allclose(averages[i, 0], overlap @ feats.astype(np.float64) / overlap.sum(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                averages[i, 0], overlap @ feats.astype(np.float64) / overlap.sum(), rtol=1e-5, atol=1e-6
+            )
 
 
 @pytest.mark.parametrize(
@@ -164,7 +176,11 @@ def test_align_matches_brute_force_on_random_overlapping_intervals() -> None:
         (SEGMENTS.assign(start=[0.0, 0.5, 50.0, 15.0, 0.0, 0.0, 0.0]), {}, "row 2"),
         (SEGMENTS, {"mode": "median"}, "mode"),
         (SEGMENTS, {"max_len": 0}, "max_len"),
-        (SEGMENTS, {"seq": _seq(data={"a": _seq().data["a"], "b": (np.ones((1, 5), np.float32), np.zeros((1, 2)))})}, "data/b/features"),
+        (
+            SEGMENTS,
+            {"seq": _seq(data={"a": _seq().data["a"], "b": (np.ones((1, 5), np.float32), np.zeros((1, 2)))})},
+            "data/b/features",
+        ),
     ],
 )
 def test_align_bad_arguments(segments: pd.DataFrame, kwargs: dict, field: str) -> None:
@@ -289,7 +305,15 @@ def test_truncated_real_file_raises_input_error(shared_mosi: Path, tmp_path: Pat
         ({"data": {"x/y": _seq().data["b"]}}, "data/x/y"),
         ({"metadata": {"bad": object()}}, "metadata"),
         ({"name": ""}, "name"),
-        ({"data": {"a": (np.ones((1, 1), np.float32), np.zeros((1, 2))), "b": (np.ones((1, 2), np.float32), np.zeros((1, 2)))}}, "data/b/features"),
+        (
+            {
+                "data": {
+                    "a": (np.ones((1, 1), np.float32), np.zeros((1, 2))),
+                    "b": (np.ones((1, 2), np.float32), np.zeros((1, 2))),
+                }
+            },
+            "data/b/features",
+        ),
     ],
 )
 def test_failed_write_leaves_existing_file_untouched(tmp_path: Path, broken: dict, field: str) -> None:

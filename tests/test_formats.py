@@ -21,12 +21,26 @@ from ray_msa.metrics import METRIC_SETS
 from ray_msa.train.loop import WorkerContext, run_cross_validation, run_final_training
 
 SIZES = (24, 8, 10)
-ONE_EPOCH = dict(arch="lf_lstm", folds=2, seed=0, max_epochs=1, patience=1, batch_size=8, lr=1e-3, weight_decay=0.0, grad_clip=1.0,
-                 final_epochs=1)
+ONE_EPOCH = dict(
+    arch="lf_lstm",
+    folds=2,
+    seed=0,
+    max_epochs=1,
+    patience=1,
+    batch_size=8,
+    lr=1e-3,
+    weight_decay=0.0,
+    grad_clip=1.0,
+    final_epochs=1,
+)
 
 
 def train_and_evaluate(dataset, arch: str = "lf_lstm") -> dict[str, float]:
-    model = {"lf_lstm": dict(hidden=16, post_fusion=16, dropout=0.1), "mult": dict(dim=10, heads=2, layers=1), "mtl": {}}[arch]
+    model = {
+        "lf_lstm": dict(hidden=16, post_fusion=16, dropout=0.1),
+        "mult": dict(dim=10, heads=2, layers=1),
+        "mtl": {},
+    }[arch]
     config = {**ONE_EPOCH, "arch": arch, **model}
     summary = run_cross_validation(config, dataset, lambda m, s: None, WorkerContext())
     test, _ = run_final_training(config, dataset, WorkerContext())
@@ -36,16 +50,23 @@ def train_and_evaluate(dataset, arch: str = "lf_lstm") -> dict[str, float]:
     return test
 
 
-@pytest.mark.parametrize("dataset,alignment", [("mosi", "unaligned"), ("mosi", "aligned"), ("mosei", "unaligned"), ("sims", "unaligned")])
+@pytest.mark.parametrize(
+    "dataset,alignment", [("mosi", "unaligned"), ("mosi", "aligned"), ("mosei", "unaligned"), ("sims", "unaligned")]
+)
 def test_mmsa_pickle_round_trip(tmp_path, dataset, alignment):
     path = write_mmsa_pickle(tmp_path, dataset, alignment, SIZES, neg_inf_frames=3)
     ds = load_dataset(dataset, tmp_path, cache_root=tmp_path / "cache")
     train = ds.splits["train"]
-    assert train.audio.shape[1:] == {"mosi": (375, 5), "mosei": (500, 74), "sims": (400, 33)}[dataset] or alignment == "aligned"
+    assert (
+        train.audio.shape[1:] == {"mosi": (375, 5), "mosei": (500, 74), "sims": (400, 33)}[dataset]
+        or alignment == "aligned"
+    )
     assert ds.notes == {"audio -inf set to 0": "9"}  # 3 per split, repaired and counted
     assert not np.isneginf(train.audio[np.arange(len(train))]).any()
     if dataset == "sims":
-        assert ds.metric_set == "sims" and train.unimodal_labels.shape == (SIZES[0], 3) and ds.label_range == (-1.0, 1.0)
+        assert (
+            ds.metric_set == "sims" and train.unimodal_labels.shape == (SIZES[0], 3) and ds.label_range == (-1.0, 1.0)
+        )
     with path.open("rb") as handle:
         raw = pickle.load(handle)["train"]
     assert train.ids.tolist() == list(raw["id"]) and np.allclose(train.labels, raw["regression_labels"])
@@ -99,7 +120,9 @@ def test_cache_is_lazy_deterministic_and_reused(tmp_path):
     assert first.fingerprint() == again.fingerprint() == other.fingerprint()
     assert hashlib.sha256(files[0].read_bytes()).digest() == hashlib.sha256(files[1].read_bytes()).digest()
     audio = first.splits["train"].audio
-    assert isinstance(audio, H5Rows) and len(pickle.dumps(audio)) < 4096  # what Ray ships to a worker: a path and row numbers
+    assert (
+        isinstance(audio, H5Rows) and len(pickle.dumps(audio)) < 4096
+    )  # what Ray ships to a worker: a path and row numbers
     rows = np.array([5, 1, 5])
     assert np.array_equal(audio[rows], np.asarray(audio)[rows])
     assert first.fingerprint() == load_dataset("mosei", tmp_path / "src", cache_root=tmp_path / "c").fingerprint()
@@ -138,7 +161,9 @@ def test_pickles_written_by_numpy_1_load(tmp_path):
     """The public files were pickled by NumPy 1.x, whose arrays name `numpy.core.multiarray`."""
     from ray_msa.data.safe_pickle import load_pickle
 
-    data = {"train": {"audio": np.arange(6, dtype=np.float32).reshape(1, 2, 3), "id": np.array(["v$_$1"], dtype=object)}}
+    data = {
+        "train": {"audio": np.arange(6, dtype=np.float32).reshape(1, 2, 3), "id": np.array(["v$_$1"], dtype=object)}
+    }
     blob = pickle.dumps(data, protocol=2).replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
     assert b"numpy.core.multiarray" in blob
     (tmp_path / "old.pkl").write_bytes(blob)
@@ -170,13 +195,23 @@ def test_missing_dataset_says_where_it_looked_and_what_it_accepts(tmp_path, monk
         main(["sims"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ")
-    for expected in (str(tmp_path / "datasets" / "sims"), str(tmp_path / "data" / "sims"), "unaligned_39.pkl", "label.csv", "--data"):
+    for expected in (
+        str(tmp_path / "datasets" / "sims"),
+        str(tmp_path / "data" / "sims"),
+        "unaligned_39.pkl",
+        "label.csv",
+        "--data",
+    ):
         assert expected in err
 
 
 def test_sims_label_csv_keeps_chinese_text_and_unimodal_labels(tmp_path):
-    rows = [("video_0001", "1", "我今天很开心", "0.8", "0.6", "1.0", "0.4", "train"), ("video_0001", "2", "这部电影太无聊了", "-0.6", "-0.8", "-0.2", "0.0", "train"),
-            ("video_0002", "1", "还可以吧", "0.0", "0.2", "-0.2", "0.0", "valid"), ("video_0003", "1", "演员演得很好", "1.0", "1.0", "0.8", "0.6", "test")]
+    rows = [
+        ("video_0001", "1", "我今天很开心", "0.8", "0.6", "1.0", "0.4", "train"),
+        ("video_0001", "2", "这部电影太无聊了", "-0.6", "-0.8", "-0.2", "0.0", "train"),
+        ("video_0002", "1", "还可以吧", "0.0", "0.2", "-0.2", "0.0", "valid"),
+        ("video_0003", "1", "演员演得很好", "1.0", "1.0", "0.8", "0.6", "test"),
+    ]
     with (tmp_path / "label.csv").open("w", encoding="utf-8") as handle:
         handle.write("video_id,clip_id,text,label,label_T,label_A,label_V,mode\n")
         handle.writelines(",".join(r) + "\n" for r in rows)

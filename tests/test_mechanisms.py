@@ -24,7 +24,9 @@ def test_b_fusion_lowers_the_dominant_modality_weight():
     model = build_model("awf", ds.modalities, ds.feature_dims(), AWF)
     engine = make_engine("ddp", model, {"lr": 2e-3}, torch.device("cpu"))
     config = {"batch_size": 16}
-    logged = [train_epoch(engine, split, np.arange(len(split)), config, [0, 0, epoch], WorkerContext()) for epoch in range(3)]
+    logged = [
+        train_epoch(engine, split, np.arange(len(split)), config, [0, 0, epoch], WorkerContext()) for epoch in range(3)
+    ]
     omega = dict(zip(ds.modalities, model.balancer.omega.tolist()))
     assert omega["text"] < 1.0 < min(omega["audio"], omega["vision"]), omega
     assert logged[-1]["train_grad_T"] > logged[-1]["train_grad_A"]  # text had the larger gradients
@@ -61,7 +63,10 @@ def test_balance_switch_on_late_fusion():
 def cenet_data():
     from ray_msa.data.text import prepare_text
 
-    return prepare_text(make_synthetic(sizes=(24, 8, 8), shapes={"text": (8, 16), "audio": (6, 5), "vision": (4, 7)}, seed=2), "finetune")
+    return prepare_text(
+        make_synthetic(sizes=(24, 8, 8), shapes={"text": (8, 16), "audio": (6, 5), "vision": (4, 7)}, seed=2),
+        "finetune",
+    )
 
 
 def test_cenet_vocabulary_sees_training_frames_only(monkeypatch):
@@ -69,13 +74,20 @@ def test_cenet_vocabulary_sees_training_frames_only(monkeypatch):
     split = ds.splits["train"]
     seen = []
     original = KMeans.fit
-    monkeypatch.setattr(KMeans, "fit", lambda self, X, *a, **k: (seen.append(np.asarray(X).copy()), original(self, X, *a, **k))[1])
+    monkeypatch.setattr(
+        KMeans, "fit", lambda self, X, *a, **k: (seen.append(np.asarray(X).copy()), original(self, X, *a, **k))[1]
+    )
     model = build_model("cenet", ds.modalities, ds.feature_dims(), dict(vocab_size=4, ce_layer=2))
     train_idx = np.arange(10)
     model.prepare_from_training_data(split, train_idx)
-    assert [len(x) for x in seen] == [int(split.audio_lengths[train_idx].sum()), int(split.vision_lengths[train_idx].sum())]
+    assert [len(x) for x in seen] == [
+        int(split.audio_lengths[train_idx].sum()),
+        int(split.vision_lengths[train_idx].sum()),
+    ]
     held_out = split.audio[10:][np.arange(split.audio.shape[1])[None, :] < split.audio_lengths[10:, None]]
-    assert not any((np.abs(seen[0][:, None, :] - held_out[None, :, :]).sum(-1) < 1e-9).any(0))  # no held-out frame was used
+    assert not any(
+        (np.abs(seen[0][:, None, :] - held_out[None, :, :]).sum(-1) < 1e-9).any(0)
+    )  # no held-out frame was used
     assert model.audio_centroids.abs().sum() > 0
 
 
@@ -85,11 +97,15 @@ def test_cenet_enhances_the_chosen_layer_only():
     model.prepare_from_training_data(ds.splits["train"], np.arange(24))
     batch = next(batches(ds.splits["train"], in_order(np.arange(4), 4)))
     inputs = {}
-    hooks = [layer.register_forward_hook(lambda mod, args, out, i=i: inputs.__setitem__(i, args[0].detach().clone()))
-             for i, layer in enumerate(model.lm.encoder.layer)]
+    hooks = [
+        layer.register_forward_hook(lambda mod, args, out, i=i: inputs.__setitem__(i, args[0].detach().clone()))
+        for i, layer in enumerate(model.lm.encoder.layer)
+    ]
     model(batch)
     enhanced = dict(inputs)
-    plain_states = model.lm(input_ids=batch["text_ids"], attention_mask=batch["text_mask"], output_hidden_states=True).hidden_states
+    plain_states = model.lm(
+        input_ids=batch["text_ids"], attention_mask=batch["text_mask"], output_hidden_states=True
+    ).hidden_states
     for h in hooks:
         h.remove()
     # hidden_states[i] is the input of layer i without enhancement

@@ -57,7 +57,10 @@ def test_padding_does_not_change_the_prediction():
     ds = make_synthetic(sizes=(8, 4, 4))
     model = build_model("mtl", ds.modalities, ds.feature_dims(), HP).eval()
     b = batch_of(ds, 1)
-    wider = {k: (torch.cat([v, torch.randn(1, 5, v.shape[-1])], 1) if k in ("text", "audio", "vision") else v) for k, v in b.items()}
+    wider = {
+        k: (torch.cat([v, torch.randn(1, 5, v.shape[-1])], 1) if k in ("text", "audio", "vision") else v)
+        for k, v in b.items()
+    }
     torch.testing.assert_close(model(b).score, model(wider).score, rtol=1e-4, atol=1e-5)
 
 
@@ -85,7 +88,11 @@ BASELINES = {
 
 
 @pytest.mark.parametrize("arch", sorted(BASELINES))
-@pytest.mark.parametrize("shapes", [None, {"text": (2, 16), "audio": (1, 8), "vision": (3, 12)}, {"text": (10, 16)}], ids=["seq", "short", "text-only"])
+@pytest.mark.parametrize(
+    "shapes",
+    [None, {"text": (2, 16), "audio": (1, 8), "vision": (3, 12)}, {"text": (10, 16)}],
+    ids=["seq", "short", "text-only"],
+)
 def test_baselines_share_the_interface(arch, shapes):
     ds = make_synthetic(sizes=(8, 4, 4), shapes=shapes)
     model = build_model(arch, ds.modalities, ds.feature_dims(), BASELINES[arch])
@@ -126,7 +133,10 @@ def test_mult_attention_dropout_keeps_one_minus_p_without_bias():
 
     torch.manual_seed(0)
     for p in (0.0, 0.1, 0.3, 0.5):
-        assert abs(dropout_keep_mask(torch.Size((1000, 1000)), p, torch.device("cpu")).float().mean().item() - (1 - p)) < 0.003
+        assert (
+            abs(dropout_keep_mask(torch.Size((1000, 1000)), p, torch.device("cpu")).float().mean().item() - (1 - p))
+            < 0.003
+        )
     q, k, v = torch.randn(1, 2, 50, 8), torch.randn(1, 2, 40, 8), torch.randn(1, 2, 40, 8)
     allowed = torch.ones(1, 1, 1, 40, dtype=torch.bool)
     exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)

@@ -76,7 +76,9 @@ def test_reader_names_the_guids_it_cannot_use(small_mvsa, tmp_path):
     with pytest.raises(InputError, match=f"no image: 1 posts: {guids[0]}"):
         read_posts(broken, "train.txt", labelled=True)
     shutil.copy(small_mvsa / "data" / f"{guids[0]}.jpg", broken / "data")
-    (broken / "data" / f"{guids[1]}.txt").write_bytes(b"RT @x: http://t.co/a ")  # only a link: kept, as image only, and listed
+    (broken / "data" / f"{guids[1]}.txt").write_bytes(
+        b"RT @x: http://t.co/a "
+    )  # only a link: kept, as image only, and listed
     assert guids[1] in read_posts(broken, "train.txt", labelled=True).image_only
     (broken / "data" / f"{guids[1]}.txt").write_bytes(b" \r\n")
     with pytest.raises(InputError, match=f"empty text file: 1 posts: {guids[1]}"):
@@ -101,17 +103,30 @@ def test_efficientnet_lite0_loads_every_weight():
 def batch(n: int = 4) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     return {
-        "vision": torch.randn(n, 49, 1280, generator=g), "vision_lengths": torch.full((n,), 49),
-        "text": torch.randn(n, 12, 384, generator=g), "text_lengths": torch.tensor([12, 5, 8, 3][:n]),
-        "text_ids": torch.randint(1, 1000, (n, 12), generator=g), "text_mask": torch.ones(n, 12, dtype=torch.long),
-        "image": torch.randint(0, 255, (n, 3, 64, 64), generator=g, dtype=torch.uint8), "labels": torch.tensor([0, 1, 2, 1][:n]),
+        "vision": torch.randn(n, 49, 1280, generator=g),
+        "vision_lengths": torch.full((n,), 49),
+        "text": torch.randn(n, 12, 384, generator=g),
+        "text_lengths": torch.tensor([12, 5, 8, 3][:n]),
+        "text_ids": torch.randint(1, 1000, (n, 12), generator=g),
+        "text_mask": torch.ones(n, 12, dtype=torch.long),
+        "image": torch.randint(0, 255, (n, 3, 64, 64), generator=g, dtype=torch.uint8),
+        "labels": torch.tensor([0, 1, 2, 1][:n]),
     }
 
 
 @pytest.mark.parametrize("encoder", ["pretrained", "scratch"])
 @pytest.mark.parametrize("fusion", ["concat", "cross", "bicross"])
 def test_every_encoder_and_fusion_trains(encoder, fusion):
-    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, encoder=encoder, fusion=fusion, dim=32, heads=4, ffn=64, layers=2)
+    model = ImageTextClassifier(
+        ("text", "vision"),
+        {"text": 384, "vision": 1280},
+        encoder=encoder,
+        fusion=fusion,
+        dim=32,
+        heads=4,
+        ffn=64,
+        layers=2,
+    )
     out = model(batch())
     assert out.score.shape == (4, 3)
     loss, _ = model.loss(out, batch())
@@ -127,7 +142,9 @@ def test_the_models_top_lm_layers_reproduce_the_frozen_lm(tmp_path, monkeypatch)
     ids, mask = tokenize(np.array(["what a lovely sunny day", "so sad and tired tonight, nothing works", "ok"]))
     last, below = embed_frozen(ids, mask), embed_frozen(ids, mask, skip_top=TEXT_TOP_LAYERS)
     assert not np.allclose(last, below)
-    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, use="text", dim=32, heads=4, ffn=64).eval()
+    model = ImageTextClassifier(
+        ("text", "vision"), {"text": 384, "vision": 1280}, use="text", dim=32, heads=4, ffn=64
+    ).eval()
     lengths = torch.from_numpy(mask.sum(1))
     states = torch.from_numpy(below)
     pad = torch.arange(states.size(1))[None, :] >= lengths[:, None]
@@ -138,7 +155,9 @@ def test_the_models_top_lm_layers_reproduce_the_frozen_lm(tmp_path, monkeypatch)
 
 
 def test_text_tune_trains_only_the_top_layers_at_their_own_rate():
-    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, dim=32, heads=4, ffn=64, text_tune=1, text_lr=3e-5)
+    model = ImageTextClassifier(
+        ("text", "vision"), {"text": 384, "vision": 1280}, dim=32, heads=4, ffn=64, text_tune=1, text_lr=3e-5
+    )
     model.train()
     frozen, tuned = model.lm_top[:-1], model.lm_top[-1]
     assert len(frozen) == TEXT_TOP_LAYERS - 1
@@ -153,7 +172,9 @@ def test_text_tune_trains_only_the_top_layers_at_their_own_rate():
 
 
 def test_text_padding_is_ignored():
-    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, fusion="bicross", dim=32, heads=4, ffn=64).eval()
+    model = ImageTextClassifier(
+        ("text", "vision"), {"text": 384, "vision": 1280}, fusion="bicross", dim=32, heads=4, ffn=64
+    ).eval()
     b = batch()
     changed = {**b, "text": b["text"].clone()}
     changed["text"][1, 5:] = 100.0  # beyond sample 1's 5 real tokens
@@ -161,7 +182,17 @@ def test_text_padding_is_ignored():
 
 
 def test_scratch_word_dropout_hides_words_only_while_training():
-    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, encoder="scratch", use="text", dim=32, heads=4, ffn=64, dropout=0.0, word_dropout=0.5)
+    model = ImageTextClassifier(
+        ("text", "vision"),
+        {"text": 384, "vision": 1280},
+        encoder="scratch",
+        use="text",
+        dim=32,
+        heads=4,
+        ffn=64,
+        dropout=0.0,
+        word_dropout=0.5,
+    )
     seen = []
     model.embed.register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))
     b = batch()
@@ -184,11 +215,21 @@ def test_ablation_variants_use_one_modality(use):
 
 def test_focal_loss_reduces_to_binary_cross_entropy_and_down_weights_easy_samples():
     logits, target = torch.tensor([[2.0, -1.0, 0.5], [-3.0, 4.0, 0.0]]), torch.tensor([0, 1])
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.nn.functional.one_hot(target, 3).float(), reduction="none").sum(-1).mean()
+    bce = (
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, torch.nn.functional.one_hot(target, 3).float(), reduction="none"
+        )
+        .sum(-1)
+        .mean()
+    )
     assert torch.isclose(sigmoid_focal_loss(logits, target, alpha=-1, gamma=0.0), bce)
     easy, hard = torch.tensor([[6.0, -6.0, -6.0]]), torch.tensor([[0.0, 0.0, 0.0]])
-    ratio_focal = sigmoid_focal_loss(easy, torch.tensor([0]), 0.25, 2.0) / sigmoid_focal_loss(hard, torch.tensor([0]), 0.25, 2.0)
-    ratio_bce = sigmoid_focal_loss(easy, torch.tensor([0]), -1, 0.0) / sigmoid_focal_loss(hard, torch.tensor([0]), -1, 0.0)
+    ratio_focal = sigmoid_focal_loss(easy, torch.tensor([0]), 0.25, 2.0) / sigmoid_focal_loss(
+        hard, torch.tensor([0]), 0.25, 2.0
+    )
+    ratio_bce = sigmoid_focal_loss(easy, torch.tensor([0]), -1, 0.0) / sigmoid_focal_loss(
+        hard, torch.tensor([0]), -1, 0.0
+    )
     assert ratio_focal < ratio_bce / 100
 
 
@@ -215,8 +256,27 @@ def test_tune_then_predict_the_unlabelled_posts(small_mvsa, tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["RAY_MSA_STORAGE"] = str(tmp_path / "ray_results")
-    done = subprocess.run([sys.executable, "-m", "ray_msa.tune", "mvsa", "--data", str(small_mvsa), "--trials", "1", "--folds", "2", "--epochs", "1"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ray_msa.tune",
+            "mvsa",
+            "--data",
+            str(small_mvsa),
+            "--trials",
+            "1",
+            "--folds",
+            "2",
+            "--epochs",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "F1_weighted" in done.stdout and "image_text on mvsa" in done.stdout
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
@@ -225,7 +285,9 @@ def test_tune_then_predict_the_unlabelled_posts(small_mvsa, tmp_path):
 
     client = MlflowClient(uri)
     folds = client.search_runs([client.get_run(study_run).info.experiment_id], "tags.role = 'fold'")
-    assert len(folds) == 2 and all("confusion_matrix.png" in [a.path for a in client.list_artifacts(f.info.run_id)] for f in folds)
+    assert len(folds) == 2 and all(
+        "confusion_matrix.png" in [a.path for a in client.list_artifacts(f.info.run_id)] for f in folds
+    )
 
     from ray_msa.predict import main as predict
 
@@ -255,7 +317,18 @@ def test_predict_refuses_a_model_of_another_task(small_mvsa, tmp_path, capsys):
         mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=["torch"])
         mlflow.log_dict({"arch": "lf_dnn", "model_config": {}, "dataset": "mosi", "task": "score"}, "model_spec.json")
     with pytest.raises(SystemExit) as exit_info:
-        predict(["--model", run.info.run_id, "--data", str(small_mvsa), "--out", str(tmp_path / "p.csv"), "--tracking-uri", uri])
+        predict(
+            [
+                "--model",
+                run.info.run_id,
+                "--data",
+                str(small_mvsa),
+                "--out",
+                str(tmp_path / "p.csv"),
+                "--tracking-uri",
+                uri,
+            ]
+        )
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "trained on mosi to predict a sentiment score" in err and "tune mvsa" in err
     assert not (tmp_path / "p.csv").exists()
@@ -265,9 +338,28 @@ def test_ablation_prints_image_text_image_and_text(small_mvsa, tmp_path, capsys,
     from ray_msa.ablate import main as ablate
 
     monkeypatch.setenv("RAY_MSA_CACHE", str(tmp_path / "cache"))
-    assert ablate(["mvsa", "--data", str(small_mvsa), "--folds", "2", "--epochs", "1", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]) == 0
+    assert (
+        ablate(
+            [
+                "mvsa",
+                "--data",
+                str(small_mvsa),
+                "--folds",
+                "2",
+                "--epochs",
+                "1",
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'mlflow.db'}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    rows = [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in ("image+text", "image", "text")]
+    rows = [
+        line.split()[0]
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in ("image+text", "image", "text")
+    ]
     assert rows == ["image+text", "image", "text"] and "start configuration (no finished mvsa study" in out
 
 
@@ -296,5 +388,7 @@ def test_results_table_says_an_unlabelled_test_split_has_no_labels():
     cv = {"mean_Acc": 0.7368, "std_Acc": 0.0062, "mean_F1_weighted": 0.723, "std_F1_weighted": 0.0084}
     unlabelled = results_table(StudyResult("run", {}, cv, {}, 5, 60.0, (1.0, 60.0), ""), ("Acc", "F1_weighted"))
     assert "nan" not in unlabelled and "0.7368 ± 0.0062        -" in unlabelled and "no labels" in unlabelled
-    labelled = results_table(StudyResult("run", {}, cv, {"Acc": 0.71, "F1_weighted": 0.7}, 5, 60.0, (1.0, 60.0), ""), ("Acc", "F1_weighted"))
+    labelled = results_table(
+        StudyResult("run", {}, cv, {"Acc": 0.71, "F1_weighted": 0.7}, 5, 60.0, (1.0, 60.0), ""), ("Acc", "F1_weighted")
+    )
     assert "0.7100" in labelled and "no labels" not in labelled

@@ -13,7 +13,9 @@ from ray_msa.data.mmsa_csv import load_mmsa_csv_dir, read_label_csv
 from ray_msa.data.sources import EMBEDDED
 from ray_msa.errors import InputError
 
-GOOD = "video_id,clip_id,text,label,mode\nv1,1,it was great,2.4,train\nv2,1,awful,-1.2,valid\nv3,1,fine i guess,0.0,test\n"
+GOOD = (
+    "video_id,clip_id,text,label,mode\nv1,1,it was great,2.4,train\nv2,1,awful,-1.2,valid\nv3,1,fine i guess,0.0,test\n"
+)
 
 
 def test_real_mosi_labels_and_features(shared_mosi):
@@ -86,7 +88,9 @@ def test_feature_table_must_cover_every_segment(tmp_path):
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ray_msa.tune", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "ray_msa.tune", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 def tune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow.set_tracking_uri exports it
     env["RAY_MSA_STORAGE"] = str(cwd / "ray_results")
-    return subprocess.run([sys.executable, "-m", "ray_msa.tune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "ray_msa.tune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
 
 
 def runs_by_role(tracking_uri: str, experiment: str) -> dict[str, list]:
@@ -80,7 +82,9 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
 def test_text_only_label_csv_directory(tmp_path):
     data = tmp_path / "mydata"
     write_label_csv(make_synthetic(sizes=(60, 20, 20)), data)
-    done = tune("mosei", "--data", str(data), "--trials", "1", "--folds", "2", "--epochs", "1", "--workers", "2", cwd=tmp_path)
+    done = tune(
+        "mosei", "--data", str(data), "--trials", "1", "--folds", "2", "--epochs", "1", "--workers", "2", cwd=tmp_path
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "modalities text" in done.stdout
     runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosei")
@@ -91,8 +95,10 @@ def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
     """Tune's time budget ends the study mid-fold: the cut trial is closed in MLflow (KILLED,
     tagged), the best of what ran is retrained, and the study run finishes."""
     space = tmp_path / "endless.yaml"
-    space.write_text("fixed: {max_epochs: 100000, patience: 100000, batch_size: 32, time_budget_min: 0.75}\n"
-                     "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n")
+    space.write_text(
+        "fixed: {max_epochs: 100000, patience: 100000, batch_size: 32, time_budget_min: 0.75}\n"
+        "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
+    )
     done = tune("mosi", "--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space), cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "time budget of 0.75 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
@@ -101,4 +107,8 @@ def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
     assert not [r for group in runs.values() for r in group if r.info.status == "RUNNING"]
     cut = [r for r in runs["trial"] if r.data.tags.get("stopped_by") == "time budget"]
     assert cut and all(r.info.status == "KILLED" for r in cut)
-    assert all(r.info.status == "KILLED" for r in runs["fold"] if r.data.tags["mlflow.parentRunId"] in {c.info.run_id for c in cut})
+    assert all(
+        r.info.status == "KILLED"
+        for r in runs["fold"]
+        if r.data.tags["mlflow.parentRunId"] in {c.info.run_id for c in cut}
+    )

@@ -19,5 +19,7 @@ def test_child_runs_are_found_again_and_plots_are_logged(tmp_path):
 
 
 def test_secrets_never_become_parameters():
-    params = public_params({"lr": 0.1, "aws_secret_access_key": "x", "db_password": "y", "hf_token": "z", "_private": 1})
+    params = public_params(
+        {"lr": 0.1, "aws_secret_access_key": "x", "db_password": "y", "hf_token": "z", "_private": 1}
+    )
     assert params == {"lr": "0.1"}

@@ -12,8 +12,25 @@ from ray_msa.data.folds import development_pool, group_folds
 from ray_msa.data.synthetic import make_synthetic
 from ray_msa.train.loop import WorkerContext, run_cross_validation, run_final_training
 
-CONFIG = dict(arch="mtl", folds=2, seed=0, max_epochs=8, patience=3, metric="MAE", batch_size=16, lr=2e-3,
-              weight_decay=0.0, grad_clip=1.0, heads=2, ffn=64, dropout=0.1, alpha=1.0, beta=0.5, gamma=0.5, hidden=32)
+CONFIG = dict(
+    arch="mtl",
+    folds=2,
+    seed=0,
+    max_epochs=8,
+    patience=3,
+    metric="MAE",
+    batch_size=16,
+    lr=2e-3,
+    weight_decay=0.0,
+    grad_clip=1.0,
+    heads=2,
+    ffn=64,
+    dropout=0.1,
+    alpha=1.0,
+    beta=0.5,
+    gamma=0.5,
+    hidden=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +40,9 @@ def planted():
 
 def mean_predictor_mae(ds):
     pool = development_pool(ds)
-    return float(np.mean([np.abs(pool.labels[v] - pool.labels[t].mean()).mean() for t, v in group_folds(pool.video_ids, 2, 0)]))
+    return float(
+        np.mean([np.abs(pool.labels[v] - pool.labels[t].mean()).mean() for t, v in group_folds(pool.video_ids, 2, 0)])
+    )
 
 
 def test_planted_signal_is_learned(planted):
@@ -45,7 +64,12 @@ def test_resume_from_checkpoint_is_exact(planted, schedule):
     full = []
     run_cross_validation(config, planted, lambda m, s: full.append(m), WorkerContext())
     saved = {}
-    run_cross_validation({**config, "max_epochs": 4}, planted, lambda m, s: saved.setdefault(m["epoch"], copy.deepcopy(s)), WorkerContext())
+    run_cross_validation(
+        {**config, "max_epochs": 4},
+        planted,
+        lambda m, s: saved.setdefault(m["epoch"], copy.deepcopy(s)),
+        WorkerContext(),
+    )
     resumed = []
     run_cross_validation(config, planted, lambda m, s: resumed.append(m), WorkerContext(), resume=saved[2])
     assert [r["epoch"] for r in resumed] == [3, 4]
@@ -58,8 +82,15 @@ def test_deepspeed_engine_runs_the_same_loop(planted, tmp_path):
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
         reports = []
-        config = {**CONFIG, "max_epochs": 4, "lr_schedule": "cosine", "warmup": 0.1}  # DeepSpeed must step the schedule as DDP does
-        summary = run_cross_validation({**config, "engine": "deepspeed"}, planted, lambda m, s: reports.append(m), WorkerContext())
+        config = {
+            **CONFIG,
+            "max_epochs": 4,
+            "lr_schedule": "cosine",
+            "warmup": 0.1,
+        }  # DeepSpeed must step the schedule as DDP does
+        summary = run_cross_validation(
+            {**config, "engine": "deepspeed"}, planted, lambda m, s: reports.append(m), WorkerContext()
+        )
         ddp = run_cross_validation({**config, "engine": "ddp"}, planted, lambda m, s: None, WorkerContext())
     finally:
         dist.destroy_process_group()

@@ -43,11 +43,23 @@ def _check_video(source: Path, vid: str, features: Any, intervals: Any) -> tuple
             raise InputError(source, f"{where}/{name}", f"not numeric ({err})", "store float numbers") from None
     feats, ivs = arrays["features"], arrays["intervals"]
     if feats.ndim != 2:
-        raise InputError(source, f"{where}/features", f"shape {feats.shape} is not 2-D (N, D)", "store one row per interval")
+        raise InputError(
+            source, f"{where}/features", f"shape {feats.shape} is not 2-D (N, D)", "store one row per interval"
+        )
     if ivs.ndim != 2 or ivs.shape[1] != 2:
-        raise InputError(source, f"{where}/intervals", f"shape {ivs.shape} is not (N, 2)", "store one (start, end) row per feature row")
+        raise InputError(
+            source,
+            f"{where}/intervals",
+            f"shape {ivs.shape} is not (N, 2)",
+            "store one (start, end) row per feature row",
+        )
     if len(feats) != len(ivs):
-        raise InputError(source, f"{where}/intervals", f"{len(ivs)} rows but features has {len(feats)}", "give every feature row one interval")
+        raise InputError(
+            source,
+            f"{where}/intervals",
+            f"{len(ivs)} rows but features has {len(feats)}",
+            "give every feature row one interval",
+        )
     # -inf is allowed in features: COVAREP writes it for silent frames; readers repair it to 0 and count it
     for name, bad in (("features", np.isnan(feats) | np.isposinf(feats)), ("intervals", ~np.isfinite(ivs))):
         if bad.any():
@@ -55,7 +67,12 @@ def _check_video(source: Path, vid: str, features: Any, intervals: Any) -> tuple
             raise InputError(source, f"{where}/{name}", f"NaN or inf at row {row}", "replace non-finite values")
     if (ivs[:, 1] < ivs[:, 0]).any():
         row = int(np.argmax(ivs[:, 1] < ivs[:, 0]))
-        raise InputError(source, f"{where}/intervals", f"end < start at row {row} ({ivs[row, 0]}, {ivs[row, 1]})", "store (start, end) with end >= start")
+        raise InputError(
+            source,
+            f"{where}/intervals",
+            f"end < start at row {row} ({ivs[row, 0]}, {ivs[row, 1]})",
+            "store (start, end) with end >= start",
+        )
     return feats, ivs
 
 
@@ -65,14 +82,24 @@ def _check_dims(source: str | Path, data: dict[str, tuple[np.ndarray, np.ndarray
     first = next(iter(sizes.values()), None)
     for vid, size in sizes.items():
         if size != first:
-            raise InputError(source, f"data/{vid}/features", f"{size} columns, earlier videos have {first}", "use one feature size per sequence")
+            raise InputError(
+                source,
+                f"data/{vid}/features",
+                f"{size} columns, earlier videos have {first}",
+                "use one feature size per sequence",
+            )
 
 
 def _read_dataset(source: Path, group: Any, key: str, where: str) -> np.ndarray:
     """Read a dataset fully, so truncated chunks fail here and name the field."""
     item = group.get(key)
     if not isinstance(item, h5py.Dataset):
-        raise InputError(source, f"{where}/{key}", "missing or not a dataset", "store it as a dataset, in the CMU-MultimodalSDK layout")
+        raise InputError(
+            source,
+            f"{where}/{key}",
+            "missing or not a dataset",
+            "store it as a dataset, in the CMU-MultimodalSDK layout",
+        )
     try:
         return item[()]
     except H5_ERRORS as err:
@@ -94,10 +121,17 @@ def _read_root(source: Path, f: h5py.File) -> ComputationalSequence:
     """Walk the SDK layout, checking each level so errors name the first broken field."""
     roots = list(f.keys())
     if len(roots) != 1 or not isinstance(f[roots[0]], h5py.Group):
-        raise InputError(source, "/", f"expected exactly one root group, found {roots}", "store one computational sequence per .csd file")
+        raise InputError(
+            source,
+            "/",
+            f"expected exactly one root group, found {roots}",
+            "store one computational sequence per .csd file",
+        )
     root = f[roots[0]]
     if not isinstance(root.get("data"), h5py.Group):
-        raise InputError(source, "data", f"no data group under root {roots[0]!r}", "store features under <root>/data/<video_id>")
+        raise InputError(
+            source, "data", f"no data group under root {roots[0]!r}", "store features under <root>/data/<video_id>"
+        )
     if len(root["data"]) == 0:
         raise InputError(source, "data", "no videos in the data group", "store at least one video")
     data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -108,7 +142,11 @@ def _read_root(source: Path, f: h5py.File) -> ComputationalSequence:
         data[vid] = _check_video(source, vid, feats, _read_dataset(source, group, "intervals", f"data/{vid}"))
     _check_dims(source, data)
     meta = root.get("metadata")
-    metadata = {key: _decode_metadata(_read_dataset(source, meta, key, "metadata")) for key in meta} if isinstance(meta, h5py.Group) else {}
+    metadata = (
+        {key: _decode_metadata(_read_dataset(source, meta, key, "metadata")) for key in meta}
+        if isinstance(meta, h5py.Group)
+        else {}
+    )
     return ComputationalSequence(roots[0], data, metadata)
 
 
@@ -121,7 +159,9 @@ def read_csd(path: str | Path) -> ComputationalSequence:
         with h5py.File(path, "r") as f:
             return _read_root(path, f)
     except H5_ERRORS as err:
-        raise InputError(path, "file", f"not a readable HDF5 file ({err})", "re-download the .csd; it may be truncated") from None
+        raise InputError(
+            path, "file", f"not a readable HDF5 file ({err})", "re-download the .csd; it may be truncated"
+        ) from None
 
 
 def write_csd(path: str | Path, seq: ComputationalSequence) -> Path:
@@ -154,7 +194,9 @@ def write_csd(path: str | Path, seq: ComputationalSequence) -> Path:
                 meta.create_dataset(key, data=[text], dtype=h5py.string_dtype("utf-8"))
         os.replace(tmp, path)
     except H5_ERRORS as err:
-        raise InputError(path, "file", f"cannot write ({err})", "check the directory exists, is writable and has space") from None
+        raise InputError(
+            path, "file", f"cannot write ({err})", "check the directory exists, is writable and has space"
+        ) from None
     finally:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
@@ -175,7 +217,17 @@ def segments_from_labels(seq: ComputationalSequence, order: str = "file") -> pd.
         rows = np.arange(len(ivs)) if order == "file" else np.lexsort((ivs[:, 1], ivs[:, 0]))
         clip = np.empty(len(ivs), dtype=np.int64)
         clip[rows] = np.arange(1, len(ivs) + 1)
-        frames.append(pd.DataFrame({"video_id": vid, "clip_id": clip.astype(str), "start": ivs[:, 0], "end": ivs[:, 1], "label": feats[:, 0].astype(np.float64)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "video_id": vid,
+                    "clip_id": clip.astype(str),
+                    "start": ivs[:, 0],
+                    "end": ivs[:, 1],
+                    "label": feats[:, 0].astype(np.float64),
+                }
+            )
+        )
     columns = ["video_id", "clip_id", "start", "end", "label"]
     return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
 
@@ -207,11 +259,18 @@ def _check_segments(segments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.
     bad = ~np.isfinite(times).all(axis=1) | (times[:, 1] < times[:, 0])
     if bad.any():
         row = int(np.argmax(bad))
-        raise InputError("segments", f"row {row}", f"start/end {segments[['start', 'end']].iloc[row].tolist()} not finite with end >= start", "fix the segment times")
+        raise InputError(
+            "segments",
+            f"row {row}",
+            f"start/end {segments[['start', 'end']].iloc[row].tolist()} not finite with end >= start",
+            "fix the segment times",
+        )
     return segments["video_id"].astype(str).to_numpy(), times[:, 0], times[:, 1]
 
 
-def align(seq: ComputationalSequence, segments: pd.DataFrame, mode: str = "sequence", max_len: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+def align(
+    seq: ComputationalSequence, segments: pd.DataFrame, mode: str = "sequence", max_len: int | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
     """Feature rows of `seq` whose interval overlaps each segment's [start, end] (overlap > 0), in time order.
 
     mode="sequence": (N, L, D) float32 zero-padded, L = max_len if given (longer segments
@@ -238,7 +297,9 @@ def align(seq: ComputationalSequence, segments: pd.DataFrame, mode: str = "seque
     for i, (vid, (rows, overlap)) in enumerate(zip(videos, hits)):
         if len(rows):
             feats = seq.data[vid][0][rows]
-            values[i, : min(len(rows), width)] = overlap @ feats.astype(np.float64) / overlap.sum() if average else feats[:width]
+            values[i, : min(len(rows), width)] = (
+                overlap @ feats.astype(np.float64) / overlap.sum() if average else feats[:width]
+            )
     truncated = 0 if average else int((counts > width).sum())
     report = {"segments": len(hits), "no_frames": int((counts == 0).sum()), "truncated": truncated}
     return values, np.clip(counts, 1, width), report

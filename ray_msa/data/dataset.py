@@ -45,7 +45,9 @@ class Split:
 
     def take(self, index: np.ndarray) -> Split:
         """A new split holding the samples at `index`, in that order (lazy arrays stay lazy)."""
-        return Split(**{k: v.take_rows(index) if hasattr(v, "take_rows") else v[index] for k, v in self.arrays().items()})
+        return Split(
+            **{k: v.take_rows(index) if hasattr(v, "take_rows") else v[index] for k, v in self.arrays().items()}
+        )
 
     @staticmethod
     def concat(parts: list[Split]) -> Split:
@@ -81,7 +83,9 @@ class MSADataset:
     source: str
     label_range: tuple[float, float] = (-3.0, 3.0)
     notes: dict[str, str] = field(default_factory=dict)
-    metric_set: str = "mmsa"  # how predictions are scored: "mmsa" (MOSI/MOSEI), "sims", "emotions" (IEMOCAP), "classes" (MVSA)
+    metric_set: str = (
+        "mmsa"  # how predictions are scored: "mmsa" (MOSI/MOSEI), "sims", "emotions" (IEMOCAP), "classes" (MVSA)
+    )
     stored_fingerprint: str | None = None  # set when read from the HDF5 cache, which stores it
     class_names: tuple[str, ...] = ()  # for class labels (MVSA: negative, neutral, positive)
 
@@ -129,5 +133,9 @@ class MSADataset:
 
     def summary(self) -> str:
         sizes = ", ".join(f"{s} {len(self.splits[s])}" for s in SPLITS)
-        repairs = f"; reader notes (repairs, fallbacks): {', '.join(f'{k} ({v})' for k, v in self.notes.items())}" if self.notes else ""
+        repairs = (
+            f"; reader notes (repairs, fallbacks): {', '.join(f'{k} ({v})' for k, v in self.notes.items())}"
+            if self.notes
+            else ""
+        )
         return f"{self.name}: {sizes}; modalities {'+'.join(self.modalities)} ({self.source}){repairs}"

@@ -13,7 +13,9 @@ def development_pool(dataset: MSADataset) -> Split:
     return Split.concat([dataset.splits["train"], dataset.splits["valid"]])
 
 
-def group_folds(video_ids: np.ndarray, k: int, seed: int, classes: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def group_folds(
+    video_ids: np.ndarray, k: int, seed: int, classes: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """K (train_index, val_index) pairs, grouped by video, the same for the same seed; with
     `classes` (class labels) also stratified, so every fold keeps the class balance."""
     n_videos = len(np.unique(video_ids))

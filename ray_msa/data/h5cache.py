@@ -69,7 +69,9 @@ def _resident(file_key: tuple[str, int, int], name: str) -> np.ndarray | None:
 class H5Rows:
     """Rows of one or more same-width HDF5 datasets (e.g. train/audio then valid/audio), read on demand."""
 
-    def __init__(self, path: str, names: list[str], rows: np.ndarray, shape_tail: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(
+        self, path: str, names: list[str], rows: np.ndarray, shape_tail: tuple[int, ...], dtype: np.dtype
+    ) -> None:
         self.path, self.names, self.rows = path, names, rows  # rows: (n, 2) of (dataset number, row)
         self.shape, self.dtype = (len(rows), *shape_tail), np.dtype(dtype)
 
@@ -93,9 +95,13 @@ class H5Rows:
     @staticmethod
     def concat(parts: list[H5Rows]) -> H5Rows:
         names = list(dict.fromkeys(n for p in parts for n in p.names))
-        rows = [np.stack([[names.index(p.names[d]) for d in p.rows[:, 0]], p.rows[:, 1]], axis=1) for p in parts if len(p)]
+        rows = [
+            np.stack([[names.index(p.names[d]) for d in p.rows[:, 0]], p.rows[:, 1]], axis=1) for p in parts if len(p)
+        ]
         tail = tuple(max(p.shape[i] for p in parts) for i in range(1, parts[0].ndim))
-        return H5Rows(parts[0].path, names, np.concatenate(rows) if rows else np.zeros((0, 2), np.int64), tail, parts[0].dtype)
+        return H5Rows(
+            parts[0].path, names, np.concatenate(rows) if rows else np.zeros((0, 2), np.int64), tail, parts[0].dtype
+        )
 
     def __getitem__(self, index: np.ndarray | slice | int) -> np.ndarray:
         selected = self.rows[index]
@@ -158,15 +164,28 @@ def write_cache(dataset: MSADataset, path: Path, provenance: dict[str, str]) -> 
                 for name, array in sorted(dataset.splits[split_name].arrays().items()):
                     data = _encode(array)
                     chunks = (1, *array.shape[1:]) if array.ndim >= 2 and array.shape[0] else None
-                    group.create_dataset(name, data=data, chunks=chunks if data.dtype.kind != "O" else None,
-                                         compression="gzip" if data.dtype.kind != "O" else None, compression_opts=1 if data.dtype.kind != "O" else None,
-                                         shuffle=data.dtype.kind == "f" and array.ndim >= 2, track_times=False)
-            out.attrs.update({
-                "format_version": FORMAT_VERSION, "name": dataset.name, "source": dataset.source, "fingerprint": fingerprint,
-                "label_range": json.dumps(list(dataset.label_range)), "metric_set": dataset.metric_set,
-                "notes": json.dumps(dataset.notes, sort_keys=True), "provenance": json.dumps(provenance, sort_keys=True),
-                "class_names": json.dumps(list(dataset.class_names)),
-            })
+                    group.create_dataset(
+                        name,
+                        data=data,
+                        chunks=chunks if data.dtype.kind != "O" else None,
+                        compression="gzip" if data.dtype.kind != "O" else None,
+                        compression_opts=1 if data.dtype.kind != "O" else None,
+                        shuffle=data.dtype.kind == "f" and array.ndim >= 2,
+                        track_times=False,
+                    )
+            out.attrs.update(
+                {
+                    "format_version": FORMAT_VERSION,
+                    "name": dataset.name,
+                    "source": dataset.source,
+                    "fingerprint": fingerprint,
+                    "label_range": json.dumps(list(dataset.label_range)),
+                    "metric_set": dataset.metric_set,
+                    "notes": json.dumps(dataset.notes, sort_keys=True),
+                    "provenance": json.dumps(provenance, sort_keys=True),
+                    "class_names": json.dumps(list(dataset.class_names)),
+                }
+            )
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -191,8 +210,13 @@ def read_cache(path: Path) -> MSADataset:
         splits[split_name] = Split(**arrays)
     attrs = handle.attrs
     return MSADataset(
-        name=str(attrs["name"]), splits=splits, source=str(attrs["source"]), label_range=tuple(json.loads(attrs["label_range"])),
-        notes=json.loads(attrs["notes"]), metric_set=str(attrs["metric_set"]), stored_fingerprint=str(attrs["fingerprint"]),
+        name=str(attrs["name"]),
+        splits=splits,
+        source=str(attrs["source"]),
+        label_range=tuple(json.loads(attrs["label_range"])),
+        notes=json.loads(attrs["notes"]),
+        metric_set=str(attrs["metric_set"]),
+        stored_fingerprint=str(attrs["fingerprint"]),
         class_names=tuple(json.loads(attrs.get("class_names", "[]"))),
     )
 
@@ -211,5 +235,9 @@ def ensure_cache_on_this_node(dataset: MSADataset) -> None:
     load_dataset(dataset.name, dataset.source)
     still = [p for p in missing if not os.path.exists(p)]
     if still:
-        raise InputError(still[0], "HDF5 cache", f"absent on node {socket.gethostname()}, and its copy of {dataset.source} converts to another file",
-                         "give every node the same data at the same path (cluster.yaml file_mounts) and the same RAY_MSA_CACHE")
+        raise InputError(
+            still[0],
+            "HDF5 cache",
+            f"absent on node {socket.gethostname()}, and its copy of {dataset.source} converts to another file",
+            "give every node the same data at the same path (cluster.yaml file_mounts) and the same RAY_MSA_CACHE",
+        )

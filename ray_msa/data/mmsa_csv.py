@@ -50,7 +50,9 @@ def read_label_csv(path: Path, label_range: tuple[float, float] = (-3.0, 3.0)) -
     missing = [c for c in LABEL_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(
-            path, "columns", f"missing {missing} (found {list(frame.columns)})",
+            path,
+            "columns",
+            f"missing {missing} (found {list(frame.columns)})",
             "use MMSA's header video_id,clip_id,text,label,mode",
         )
     if frame.empty:
@@ -63,7 +65,9 @@ def read_label_csv(path: Path, label_range: tuple[float, float] = (-3.0, 3.0)) -
         row = bad[0]
         raw = frame.loc[row, "label"]
         raise InputError(
-            path, "label", f"not a finite number at line {row + 2} ({'empty' if pd.isna(raw) else repr(str(raw))})",
+            path,
+            "label",
+            f"not a finite number at line {row + 2} ({'empty' if pd.isna(raw) else repr(str(raw))})",
             "give every segment a numeric sentiment score",
         )
     low, high = label_range
@@ -71,7 +75,9 @@ def read_label_csv(path: Path, label_range: tuple[float, float] = (-3.0, 3.0)) -
     if len(outside):
         row = outside[0]
         raise InputError(
-            path, "label", f"{labels[row]} at line {row + 2} is outside [{low}, {high}]",
+            path,
+            "label",
+            f"{labels[row]} at line {row + 2} is outside [{low}, {high}]",
             "use the dataset's sentiment scale or pick the matching dataset name",
         )
     frame["label"] = labels.astype(np.float32)
@@ -84,14 +90,22 @@ def read_label_csv(path: Path, label_range: tuple[float, float] = (-3.0, 3.0)) -
     empty = frame.index[text == ""]
     if len(empty):
         row = empty[0]
-        raise InputError(path, "text", f"empty at line {row + 2} (clip {frame.loc[row, 'video_id']}$_${frame.loc[row, 'clip_id']})",
-                         "give every segment its transcript")
+        raise InputError(
+            path,
+            "text",
+            f"empty at line {row + 2} (clip {frame.loc[row, 'video_id']}$_${frame.loc[row, 'clip_id']})",
+            "give every segment its transcript",
+        )
     frame["text"] = text
     dup = frame.duplicated(["video_id", "clip_id"], keep="first")
     if dup.any():
         row = frame.index[dup][0]
-        raise InputError(path, "video_id,clip_id", f"duplicate segment {frame.loc[row, 'video_id']}$_${frame.loc[row, 'clip_id']} at line {row + 2}",
-                         "keep one row per segment")
+        raise InputError(
+            path,
+            "video_id,clip_id",
+            f"duplicate segment {frame.loc[row, 'video_id']}$_${frame.loc[row, 'clip_id']} at line {row + 2}",
+            "keep one row per segment",
+        )
     for split in ("train", "test"):
         if not (frame["mode"] == split).any():
             raise InputError(path, "mode", f"no '{split}' rows", f"mark the {split} segments with mode={split}")
@@ -112,23 +126,35 @@ def read_feature_table(path: Path, keys: pd.DataFrame) -> dict[str, np.ndarray]:
     absent = np.flatnonzero(~wanted.isin(pd.MultiIndex.from_frame(table[["video_id", "clip_id"]])))
     if len(absent):
         video, clip = wanted[absent[0]]
-        raise InputError(path, "video_id,clip_id", f"{len(absent)} labelled segments have no features, e.g. {video}$_${clip}",
-                         "add a feature row for every segment of label.csv")
+        raise InputError(
+            path,
+            "video_id,clip_id",
+            f"{len(absent)} labelled segments have no features, e.g. {video}$_${clip}",
+            "add a feature row for every segment of label.csv",
+        )
     merged = table.set_index(["video_id", "clip_id"]).reindex(wanted)
     out = {}
     for modality in ("audio", "vision"):
-        columns = sorted((c for c in table.columns if re.fullmatch(rf"{modality}_\d+", str(c))), key=lambda c: int(c.split("_")[-1]))
+        columns = sorted(
+            (c for c in table.columns if re.fullmatch(rf"{modality}_\d+", str(c))), key=lambda c: int(c.split("_")[-1])
+        )
         if not columns:
             continue
         values = merged[columns].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
         if not np.isfinite(values).all():
             row, col = np.argwhere(~np.isfinite(values))[0]
             video, clip = wanted[row]
-            raise InputError(path, columns[col], f"NaN or infinite for segment {video}$_${clip}",
-                             "fill or drop the broken feature rows")
+            raise InputError(
+                path,
+                columns[col],
+                f"NaN or infinite for segment {video}$_${clip}",
+                "fill or drop the broken feature rows",
+            )
         out[modality] = values.astype(np.float32)[:, None, :]  # utterance vectors: sequences of length 1
     if not out:
-        raise InputError(path, "columns", "no audio_<i> or vision_<i> columns", "name feature columns audio_0.. and vision_0..")
+        raise InputError(
+            path, "columns", "no audio_<i> or vision_<i> columns", "name feature columns audio_0.. and vision_0.."
+        )
     return out
 
 
@@ -139,8 +165,12 @@ def unimodal_labels(frame: pd.DataFrame, path: Path, label_range: tuple[float, f
     bad = np.argwhere(~np.isfinite(values) | (values < low) | (values > high))
     if len(bad):
         row, col = bad[0]
-        raise InputError(path, UNIMODAL_COLUMNS[col], f"{str(frame.iloc[row][UNIMODAL_COLUMNS[col]]).strip() or 'empty'} at line {row + 2} is not a number in [{low}, {high}]",
-                         "give every segment its unimodal scores on the dataset's scale")
+        raise InputError(
+            path,
+            UNIMODAL_COLUMNS[col],
+            f"{str(frame.iloc[row][UNIMODAL_COLUMNS[col]]).strip() or 'empty'} at line {row + 2} is not a number in [{low}, {high}]",
+            "give every segment its unimodal scores on the dataset's scale",
+        )
     return values.astype(np.float32)
 
 
@@ -151,7 +181,9 @@ def find_feature_table(directory: Path) -> Path | None:
     return None
 
 
-def load_mmsa_csv_dir(directory: Path, name: str, label_range: tuple[float, float] = (-3.0, 3.0), metric_set: str = "mmsa") -> MSADataset:
+def load_mmsa_csv_dir(
+    directory: Path, name: str, label_range: tuple[float, float] = (-3.0, 3.0), metric_set: str = "mmsa"
+) -> MSADataset:
     """A dataset from `label.csv` (text, and SIMS's unimodal labels) plus an optional feature table (audio, vision)."""
     frame = read_label_csv(directory / "label.csv", label_range)
     table_path = find_feature_table(directory)
@@ -176,13 +208,21 @@ def load_mmsa_csv_dir(directory: Path, name: str, label_range: tuple[float, floa
             arrays["unimodal_labels"] = unimodal_labels(frame, directory / "label.csv", label_range)[rows]
         for modality, values in features.items():
             arrays[modality] = values[rows]
-            arrays[f"{modality}_lengths"] = lengths[modality][rows] if modality in lengths else np.ones(len(rows), dtype=np.int64)
+            arrays[f"{modality}_lengths"] = (
+                lengths[modality][rows] if modality in lengths else np.ones(len(rows), dtype=np.int64)
+            )
         splits[split] = Split(**arrays)
     leaked = set(splits["train"].video_ids) & set(splits["test"].video_ids)
     if leaked:
-        raise InputError(directory / "label.csv", "video_id", f"video {sorted(leaked)[0]} is in both train and test",
-                         "keep each video in one split")
+        raise InputError(
+            directory / "label.csv",
+            "video_id",
+            f"video {sorted(leaked)[0]} is in both train and test",
+            "keep each video in one split",
+        )
     extra = [table_path.name] if table_path else sorted(p.name for p in directory.glob("*.csd")) if features else []
     source = " + ".join([str(directory / "label.csv"), *extra])
-    dataset = MSADataset(name=name, splits=splits, source=source, label_range=label_range, metric_set=metric_set, notes=notes)
+    dataset = MSADataset(
+        name=name, splits=splits, source=source, label_range=label_range, metric_set=metric_set, notes=notes
+    )
     return check_dataset(dataset, directory / "label.csv")

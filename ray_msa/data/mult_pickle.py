@@ -59,26 +59,42 @@ def sample_ids(part: dict[str, Any], n: int, split: str, notes: dict[str, int]) 
 
 def read_split(part: Any, path: Path, split: str, emotions: bool, notes: dict[str, int]) -> Split:
     if not isinstance(part, dict):
-        raise InputError(path, split, f"is a {type(part).__name__}, not a dict of arrays", "use MulT's layout {split: {text, audio, vision, labels, id}}")
+        raise InputError(
+            path,
+            split,
+            f"is a {type(part).__name__}, not a dict of arrays",
+            "use MulT's layout {split: {text, audio, vision, labels, id}}",
+        )
     labels = array(part, "labels", path, split)
     n = len(labels)
     if n == 0:
         raise InputError(path, split, "empty split (0 samples)", f"give the {split} split at least one sample")
     if emotions:
         if labels.shape[1:] != (4, 2):
-            raise InputError(path, f"{split}/labels", f"has shape {labels.shape}, IEMOCAP needs (N, 4, 2)", "use MulT's iemocap_data.pkl labels")
+            raise InputError(
+                path,
+                f"{split}/labels",
+                f"has shape {labels.shape}, IEMOCAP needs (N, 4, 2)",
+                "use MulT's iemocap_data.pkl labels",
+            )
         labels = labels.argmax(-1).astype(np.int64)
     else:
         if labels.reshape(n, -1).shape[1] != 1:
-            raise InputError(path, f"{split}/labels", f"has shape {labels.shape}, expected one score per sample (N, 1, 1)",
-                             "for IEMOCAP's (N, 4, 2) emotions use the dataset name iemocap")
+            raise InputError(
+                path,
+                f"{split}/labels",
+                f"has shape {labels.shape}, expected one score per sample (N, 1, 1)",
+                "for IEMOCAP's (N, 4, 2) emotions use the dataset name iemocap",
+            )
         labels = labels.reshape(n).astype(np.float32)
     ids, videos = sample_ids(part, n, split, notes)
     fields: dict[str, np.ndarray] = {"ids": ids, "video_ids": videos, "labels": labels}
     for key in ("text", "audio", "vision"):
         values = array(part, key, path, split, ndim=3)
         values = repair_audio(values, notes, split, key) if key == "audio" else values.astype(np.float32, copy=False)
-        fields[key], fields[f"{key}_lengths"] = real_frames(values, notes, key)  # in place: the unpickled arrays are ours
+        fields[key], fields[f"{key}_lengths"] = real_frames(
+            values, notes, key
+        )  # in place: the unpickled arrays are ours
     return Split(**fields)
 
 
@@ -88,6 +104,12 @@ def mult_dataset(data: Any, path: Path, name: str, label_range: tuple[float, flo
     emotions = name == "iemocap"
     notes: dict[str, int] = {}
     splits = {s: read_split(data[s], path, s, emotions, notes) for s in SPLITS}
-    dataset = MSADataset(name=name, splits=splits, source=str(path), label_range=label_range,
-                         metric_set="emotions" if emotions else "mmsa", notes={k: str(v) for k, v in notes.items()})
+    dataset = MSADataset(
+        name=name,
+        splits=splits,
+        source=str(path),
+        label_range=label_range,
+        metric_set="emotions" if emotions else "mmsa",
+        notes={k: str(v) for k, v in notes.items()},
+    )
     return check_dataset(dataset, path)

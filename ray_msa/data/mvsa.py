@@ -71,7 +71,9 @@ def read_index(path: Path, labelled: bool) -> list[tuple[str, str]]:
     with path.open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.reader(handle))
     if not rows or [c.strip().lower() for c in rows[0][:2]] != ["guid", "tag"]:
-        raise InputError(path, "header", f"{rows[0] if rows else 'empty file'}", "start the file with the header guid,tag")
+        raise InputError(
+            path, "header", f"{rows[0] if rows else 'empty file'}", "start the file with the header guid,tag"
+        )
     out, bad, seen = [], [], set()
     for line, row in enumerate(rows[1:], start=2):
         if not row or not "".join(row).strip():
@@ -84,7 +86,9 @@ def read_index(path: Path, labelled: bool) -> list[tuple[str, str]]:
         seen.add(guid)
         out.append((guid, tag))
     if bad:
-        raise InputError(path, "tag", f"unknown tag for {len(bad)} guids: {', '.join(bad[:10])}", f"use one of {', '.join(TAGS)}")
+        raise InputError(
+            path, "tag", f"unknown tag for {len(bad)} guids: {', '.join(bad[:10])}", f"use one of {', '.join(TAGS)}"
+        )
     if not out:
         raise InputError(path, "rows", "no posts", "list one guid,tag per line")
     return out
@@ -113,11 +117,15 @@ def read_posts(directory: Path, index_name: str, labelled: bool) -> Posts:
         guids.append(guid)
         texts.append(cleaned)
         images.append(image_path)
-    for problem, listed, fix in (("no image", missing_image, "add data/<guid>.jpg or remove the guid from the list"),
-                                 ("no text file", missing_text, "add data/<guid>.txt or remove the guid from the list"),
-                                 ("empty text file", empty_text, "give each post its text, or remove it")):
+    for problem, listed, fix in (
+        ("no image", missing_image, "add data/<guid>.jpg or remove the guid from the list"),
+        ("no text file", missing_text, "add data/<guid>.txt or remove the guid from the list"),
+        ("empty text file", empty_text, "give each post its text, or remove it"),
+    ):
         if listed:
-            raise InputError(data, f"{index_name} guids", f"{problem}: {len(listed)} posts: {', '.join(listed[:10])}", fix)
+            raise InputError(
+                data, f"{index_name} guids", f"{problem}: {len(listed)} posts: {', '.join(listed[:10])}", fix
+            )
     labels = np.array([TAGS.index(tag) if labelled else -1 for _, tag in rows], dtype=np.int64)
     return Posts(np.array(guids), np.array(texts), images, labels, encodings, image_only)
 
@@ -135,14 +143,21 @@ def load_images(paths: list[Path], guids: np.ndarray, sizes: tuple[int, ...]) ->
                 decoded = decoded.convert("RGB")
                 for out, size in zip(outs, sizes):
                     scale = size / min(decoded.size)
-                    image = decoded.resize((max(size, round(decoded.width * scale)), max(size, round(decoded.height * scale))), Image.BICUBIC)
+                    image = decoded.resize(
+                        (max(size, round(decoded.width * scale)), max(size, round(decoded.height * scale))),
+                        Image.BICUBIC,
+                    )
                     left, top = (image.width - size) // 2, (image.height - size) // 2
                     out[i] = np.asarray(image.crop((left, top, left + size, top + size))).transpose(2, 0, 1)
         except (OSError, UnidentifiedImageError, ValueError):
             broken.append(str(guids[i]))
     if broken:
-        raise InputError(paths[0].parent, "images", f"{len(broken)} unreadable: guids {', '.join(broken[:10])}",
-                         "replace those JPEG files or remove the guids from the list")
+        raise InputError(
+            paths[0].parent,
+            "images",
+            f"{len(broken)} unreadable: guids {', '.join(broken[:10])}",
+            "replace those JPEG files or remove the guids from the list",
+        )
     return outs
 
 
@@ -168,7 +183,12 @@ def load_mvsa_dataset(directory: Path, scratch_size: int = SCRATCH_SIZE) -> MSAD
     and the image itself at `scratch_size` pixels for the from-scratch CNN (`image`)."""
     splits, notes = {}, {}
     if not any((directory / name).is_file() for name in ("train.txt", "test_without_label.txt")):
-        raise InputError(directory, "train.txt", "neither train.txt nor test_without_label.txt found", "use the MVSA layout: data/, train.txt, test_without_label.txt")
+        raise InputError(
+            directory,
+            "train.txt",
+            "neither train.txt nor test_without_label.txt found",
+            "use the MVSA layout: data/, train.txt, test_without_label.txt",
+        )
     for split_name, index_name, labelled in (("train", "train.txt", True), ("test", "test_without_label.txt", False)):
         if not (directory / index_name).is_file():  # a folder to predict may lack either list
             notes[f"{index_name}"] = "absent"
@@ -179,15 +199,29 @@ def load_mvsa_dataset(directory: Path, scratch_size: int = SCRATCH_SIZE) -> MSAD
             if encoding != "utf-8" and count:
                 notes[f"{index_name} texts decoded as {encoding}"] = str(count)
         if posts.image_only:
-            notes[f"{index_name} posts whose text is only links/mentions (image only)"] = f"{len(posts.image_only)}: {' '.join(posts.image_only)}"
+            notes[f"{index_name} posts whose text is only links/mentions (image only)"] = (
+                f"{len(posts.image_only)}: {' '.join(posts.image_only)}"
+            )
         pixels, small = load_images(posts.images, posts.guids, (PRETRAINED_SIZE, scratch_size))
         tokens = image_tokens(pixels)
         splits[split_name] = Split(
-            ids=posts.guids, video_ids=posts.guids, labels=posts.labels, raw_text=posts.texts, vision=tokens,
-            vision_lengths=np.full(len(posts.guids), tokens.shape[1], np.int64), image=small,
+            ids=posts.guids,
+            video_ids=posts.guids,
+            labels=posts.labels,
+            raw_text=posts.texts,
+            vision=tokens,
+            vision_lengths=np.full(len(posts.guids), tokens.shape[1], np.int64),
+            image=small,
         )
     present = next(s for s in splits.values() if s is not None)
     empty = present.take(np.zeros(0, np.int64))
     splits = {name: empty if split is None else split for name, split in splits.items()}
-    return MSADataset(name="mvsa", splits={"train": splits["train"], "valid": empty, "test": splits["test"]}, source=str(directory),
-                      label_range=(0.0, float(len(TAGS) - 1)), notes=notes, metric_set="classes", class_names=TAGS)
+    return MSADataset(
+        name="mvsa",
+        splits={"train": splits["train"], "valid": empty, "test": splits["test"]},
+        source=str(directory),
+        label_range=(0.0, float(len(TAGS) - 1)),
+        notes=notes,
+        metric_set="classes",
+        class_names=TAGS,
+    )

@@ -29,7 +29,19 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
         allowed[(module, "scalar")] = multiarray.scalar
     for module in ("numpy.core.numeric", "numpy._core.numeric"):
         allowed[(module, "_frombuffer")] = numeric._frombuffer
-    for name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool_", "str_", "bytes_"):
+    for name in (
+        "float16",
+        "float32",
+        "float64",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "bool_",
+        "str_",
+        "bytes_",
+    ):
         allowed[("numpy", name)] = getattr(np, name)
     for module in ("numpy.dtypes", "numpy._core.dtypes"):  # NumPy >= 1.25 pickles dtype classes by name
         for name in dir(np.dtypes):
@@ -40,7 +52,11 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
 
 ALLOWED: dict[tuple[str, str], Any] = {
     **_numpy_globals(),
-    **{(b, name): getattr(builtins, name) for b in ("builtins", "__builtin__") for name in ("dict", "list", "tuple", "set", "frozenset", "bytearray", "complex", "slice")},
+    **{
+        (b, name): getattr(builtins, name)
+        for b in ("builtins", "__builtin__")
+        for name in ("dict", "list", "tuple", "set", "frozenset", "bytearray", "complex", "slice")
+    },
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("_codecs", "encode"): codecs.encode,  # protocol-2 pickles store bytes as latin-1 text
 }
@@ -66,8 +82,12 @@ def load_pickle(path: str | Path, what: str = "pickle") -> Any:
             return RestrictedUnpickler(handle, encoding="latin1").load()
     except pickle.UnpicklingError as err:
         if str(err).startswith("refused global"):
-            raise InputError(path, what, f"{err}: this pickle holds more than NumPy arrays and containers, and loading it would run code",
-                             "export the data as NumPy arrays in dicts (the MMSA/MulT layout), or convert it to HDF5") from None
+            raise InputError(
+                path,
+                what,
+                f"{err}: this pickle holds more than NumPy arrays and containers, and loading it would run code",
+                "export the data as NumPy arrays in dicts (the MMSA/MulT layout), or convert it to HDF5",
+            ) from None
         raise InputError(path, what, f"not a readable pickle ({err})", "re-download or re-export the file") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError, OverflowError) as err:
         with path.open("rb") as handle:

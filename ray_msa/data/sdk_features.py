@@ -33,8 +33,12 @@ def modality_of(path: Path) -> str | None:
     for modality, words in MODALITY_WORDS.items():
         if any(w in name for w in words):
             return modality
-    raise InputError(path, "file name", "cannot tell which modality this .csd holds",
-                     f"name it after its features ({', '.join(w for ws in MODALITY_WORDS.values() for w in ws[:2])} ...)")
+    raise InputError(
+        path,
+        "file name",
+        "cannot tell which modality this .csd holds",
+        f"name it after its features ({', '.join(w for ws in MODALITY_WORDS.values() for w in ws[:2])} ...)",
+    )
 
 
 def csd_files(directory: Path) -> tuple[Path | None, dict[str, Path]]:
@@ -44,7 +48,12 @@ def csd_files(directory: Path) -> tuple[Path | None, dict[str, Path]]:
         if modality is None:
             labels = path
         elif modality in features:
-            raise InputError(path, modality, f"a second {modality} .csd (first: {features[modality].name})", "keep one feature file per modality")
+            raise InputError(
+                path,
+                modality,
+                f"a second {modality} .csd (first: {features[modality].name})",
+                "keep one feature file per modality",
+            )
         else:
             features[modality] = path
     return labels, features
@@ -57,25 +66,39 @@ def segment_times(labels_path: Path, frame: pd.DataFrame) -> pd.DataFrame:
     missing = ~keys.isin(segments.index)
     if missing.any():
         video, clip = keys[np.flatnonzero(missing)[0]]
-        raise InputError(labels_path, f"data/{video}", f"{int(missing.sum())} segments of label.csv are not in it, e.g. clip {clip}",
-                         "use the labels .csd of the same dataset release")
+        raise InputError(
+            labels_path,
+            f"data/{video}",
+            f"{int(missing.sum())} segments of label.csv are not in it, e.g. clip {clip}",
+            "use the labels .csd of the same dataset release",
+        )
     times = segments.reindex(keys)
     differ = np.flatnonzero(np.abs(times["label"].to_numpy() - frame["label"].to_numpy(np.float64)) > 1e-3)
     if len(differ):
         video, clip = keys[differ[0]]
-        raise InputError(labels_path, f"data/{video}/features", f"label of clip {clip} differs from label.csv ({len(differ)} segments)",
-                         "use the labels .csd of the same dataset release")
+        raise InputError(
+            labels_path,
+            f"data/{video}/features",
+            f"label of clip {clip} differs from label.csv ({len(differ)} segments)",
+            "use the labels .csd of the same dataset release",
+        )
     return times.reset_index()
 
 
-def csd_features(directory: Path, frame: pd.DataFrame, mode: str = "sequence") -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+def csd_features(
+    directory: Path, frame: pd.DataFrame, mode: str = "sequence"
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
     """Per modality (values (N, L, D), lengths (N,)) aligned to `frame`'s segments, and notes of what was repaired."""
     labels_path, features = csd_files(directory)
     if not features:
         return {}, {}
     if labels_path is None:
-        raise InputError(directory, "*Labels*.csd", "feature .csd files but no labels .csd with the segment times",
-                         "add the dataset's labels computational sequence (e.g. CMU_MOSI_Opinion_Labels.csd)")
+        raise InputError(
+            directory,
+            "*Labels*.csd",
+            "feature .csd files but no labels .csd with the segment times",
+            "add the dataset's labels computational sequence (e.g. CMU_MOSI_Opinion_Labels.csd)",
+        )
     segments = segment_times(labels_path, frame)
     out, notes = {}, {}
     for modality, path in features.items():

@@ -57,7 +57,12 @@ def locate(name: str, data: str | Path | None) -> tuple[str, Path]:
                 return "pickle", path
             if path.name == "label.csv":
                 return "csv", path.parent
-            raise InputError(path, "--data", "not a dataset file this reader knows", f"pass a directory or one of: {', '.join(accepted_files(name))}")
+            raise InputError(
+                path,
+                "--data",
+                "not a dataset file this reader knows",
+                f"pass a directory or one of: {', '.join(accepted_files(name))}",
+            )
         if path.is_dir() and name == "mvsa":
             if any((path / f).is_file() for f in ("train.txt", "test_without_label.txt")) and (path / "data").is_dir():
                 return "mvsa", path
@@ -69,8 +74,12 @@ def locate(name: str, data: str | Path | None) -> tuple[str, Path]:
             if (path / "label.csv").is_file():
                 return "csv", path
     where = ", ".join(str(p) for p in looked)
-    raise InputError(where, name, f"no {name} data found (looked in {len(looked)} place{'s' * (len(looked) > 1)})",
-                     f"put one of [{', '.join(accepted_files(name))}] in one of these directories, or pass --data PATH")
+    raise InputError(
+        where,
+        name,
+        f"no {name} data found (looked in {len(looked)} place{'s' * (len(looked) > 1)})",
+        f"put one of [{', '.join(accepted_files(name))}] in one of these directories, or pass --data PATH",
+    )
 
 
 def read_source(name: str, kind: str, path: Path) -> MSADataset:
@@ -80,8 +89,12 @@ def read_source(name: str, kind: str, path: Path) -> MSADataset:
     except InputError:
         raise
     except (ValueError, TypeError, IndexError, KeyError, AttributeError, OverflowError, MemoryError) as err:
-        raise InputError(path, "layout", f"not the layout this format defines ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
-                         "compare the file with the format's layout in the README, or re-export it from the original source") from None
+        raise InputError(
+            path,
+            "layout",
+            f"not the layout this format defines ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
+            "compare the file with the format's layout in the README, or re-export it from the original source",
+        ) from None
 
 
 def _read_source(name: str, kind: str, path: Path) -> MSADataset:
@@ -103,8 +116,17 @@ def source_files(kind: str, path: Path) -> list[Path]:
     if kind == "pickle":
         return [path]
     if kind == "mvsa":
-        return sorted([*(p for p in (path / "train.txt", path / "test_without_label.txt") if p.is_file()), *(path / "data").iterdir()])
-    return sorted(p for p in path.iterdir() if p.is_file() and (p.name == "label.csv" or p.name in FEATURE_TABLE_NAMES or p.suffix == ".csd"))
+        return sorted(
+            [
+                *(p for p in (path / "train.txt", path / "test_without_label.txt") if p.is_file()),
+                *(path / "data").iterdir(),
+            ]
+        )
+    return sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and (p.name == "label.csv" or p.name in FEATURE_TABLE_NAMES or p.suffix == ".csd")
+    )
 
 
 def load_dataset(name: str, data: str | Path | None = None, cache_root: Path | None = None) -> MSADataset:
@@ -121,7 +143,12 @@ def load_dataset(name: str, data: str | Path | None = None, cache_root: Path | N
     started = time.perf_counter()
     dataset = read_source(name, kind, path)
     files = source_files(kind, path)
-    listed = ", ".join(p.name for p in files) if len(files) <= 20 else f"{files[0].name}, ... ({len(files)} files)"  # HDF5 attributes are small
+    listed = (
+        ", ".join(p.name for p in files) if len(files) <= 20 else f"{files[0].name}, ... ({len(files)} files)"
+    )  # HDF5 attributes are small
     write_cache(dataset, target, {"kind": kind, "path": str(path), "files": listed})
-    print(f"converted {path} to the HDF5 cache {target} in {time.perf_counter() - started:.0f}s (later loads read the cache)", flush=True)
+    print(
+        f"converted {path} to the HDF5 cache {target} in {time.perf_counter() - started:.0f}s (later loads read the cache)",
+        flush=True,
+    )
     return read_cache(target)

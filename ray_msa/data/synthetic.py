@@ -50,7 +50,9 @@ def make_synthetic(
         duration = rng.uniform(0.05, 1.0, size=n)  # one utterance duration drives every modality's length
         for m, (length, dim) in shapes.items():
             lengths = np.clip(np.ceil(duration * length * rng.uniform(0.8, 1.0, size=n)), 1, length).astype(np.int64)
-            x = rng.standard_normal(size=(n, length, dim), dtype=np.float32)  # float32 throughout: MOSEI-sized sets fit in memory
+            x = rng.standard_normal(
+                size=(n, length, dim), dtype=np.float32
+            )  # float32 throughout: MOSEI-sized sets fit in memory
             x += (signal.get(m, 0.0) * (z @ projections[m])).astype(np.float32)[:, None, :]
             x[np.arange(length)[None, :] >= lengths[:, None]] = 0.0
             arrays[m], arrays[f"{m}_lengths"] = x, lengths.astype(np.int64)
@@ -59,7 +61,9 @@ def make_synthetic(
             labels = (z @ emotion_readout + noise * rng.normal(size=(n, 4)) > 0).astype(np.int64)
         videos = np.array([f"{split_name}_v{i % n_videos:03d}" for i in range(n)])
         arrays.update(
-            ids=np.array([f"{v}$_${i}" for i, v in enumerate(videos)]), video_ids=videos, labels=labels,
+            ids=np.array([f"{v}$_${i}" for i, v in enumerate(videos)]),
+            video_ids=videos,
+            labels=labels,
             raw_text=np.array([" ".join(rng.choice(WORDS, size=rng.integers(3, 9))) for _ in range(n)]),
         )
         splits[split_name] = Split(**arrays)

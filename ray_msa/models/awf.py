@@ -24,15 +24,32 @@ class AdaptiveWeightFusion(MSAModel):
     plot_prefixes = ("omega_", "grad_", "alpha_")
 
     def __init__(
-        self, modalities: tuple[str, ...], feature_dims: dict[str, int], dim: int = 64, lstm_hidden: int = 64, att_hidden: int = 32,
-        dropout: float = 0.2, omega_lr: float = 0.05, text_model: str = "minilm", finetune_text: bool = False, outputs: int = 1,
+        self,
+        modalities: tuple[str, ...],
+        feature_dims: dict[str, int],
+        dim: int = 64,
+        lstm_hidden: int = 64,
+        att_hidden: int = 32,
+        dropout: float = 0.2,
+        omega_lr: float = 0.05,
+        text_model: str = "minilm",
+        finetune_text: bool = False,
+        outputs: int = 1,
     ) -> None:
         super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
-        self.lstms = nn.ModuleDict({m: LSTMEncoder(d, lstm_hidden, dropout) for m, d in self.input_dims.items() if m != "text"})
-        self.last = nn.ModuleDict({m: nn.Linear(self.input_dims[m] if m == "text" else lstm_hidden, dim) for m in modalities})
+        self.lstms = nn.ModuleDict(
+            {m: LSTMEncoder(d, lstm_hidden, dropout) for m, d in self.input_dims.items() if m != "text"}
+        )
+        self.last = nn.ModuleDict(
+            {m: nn.Linear(self.input_dims[m] if m == "text" else lstm_hidden, dim) for m in modalities}
+        )
         self.balancer = GradientBalancer(modalities, omega_lr)
-        self.attention = nn.Sequential(nn.Linear(dim, att_hidden), nn.ReLU(), nn.Linear(att_hidden, len(modalities)), nn.Sigmoid())
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim * len(modalities), dim), nn.ReLU(), nn.Linear(dim, outputs))
+        self.attention = nn.Sequential(
+            nn.Linear(dim, att_hidden), nn.ReLU(), nn.Linear(att_hidden, len(modalities)), nn.Sigmoid()
+        )
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(dim * len(modalities), dim), nn.ReLU(), nn.Linear(dim, outputs)
+        )
 
     def unimodal(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         z = {}

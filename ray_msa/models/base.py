@@ -29,7 +29,14 @@ class MSAModel(nn.Module):
     tasks: tuple[str, ...] = ("score", "emotions")  # what its head can predict: a score, IEMOCAP's emotions, classes
     plot_prefixes: tuple[str, ...] = ()  # per-epoch training metrics worth a plot per fold
 
-    def __init__(self, modalities: tuple[str, ...], feature_dims: dict[str, int], text_model: str = "minilm", finetune_text: bool = False, outputs: int = 1) -> None:
+    def __init__(
+        self,
+        modalities: tuple[str, ...],
+        feature_dims: dict[str, int],
+        text_model: str = "minilm",
+        finetune_text: bool = False,
+        outputs: int = 1,
+    ) -> None:
         super().__init__()
         self.outputs = outputs  # 1: a sentiment score; 8: two logits for each of IEMOCAP's four emotions
         self.modalities = modalities
@@ -76,7 +83,10 @@ class MSAModel(nn.Module):
 
     def sequences(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Every modality as (normalised sequence (B, L, D), lengths (B,))."""
-        return {m: (self.text_states(batch) if m == "text" else self.normalised(batch, m), batch[f"{m}_lengths"]) for m in self.modalities}
+        return {
+            m: (self.text_states(batch) if m == "text" else self.normalised(batch, m), batch[f"{m}_lengths"])
+            for m in self.modalities
+        }
 
     def to_score(self, head_output: torch.Tensor) -> torch.Tensor:
         """(B, 1) -> (B,) for a score; emotion logits (B, 8) stay as they are."""

@@ -33,8 +33,16 @@ class CENet(MSAModel):
     needs_token_ids = True
 
     def __init__(
-        self, modalities: tuple[str, ...], feature_dims: dict[str, int], vocab_size: int = 16, ce_layer: int = 1,
-        ce_scale: float = 1.0, dropout: float = 0.1, text_model: str = "minilm", finetune_text: bool = True, outputs: int = 1,
+        self,
+        modalities: tuple[str, ...],
+        feature_dims: dict[str, int],
+        vocab_size: int = 16,
+        ce_layer: int = 1,
+        ce_scale: float = 1.0,
+        dropout: float = 0.1,
+        text_model: str = "minilm",
+        finetune_text: bool = True,
+        outputs: int = 1,
     ) -> None:
         if "text" not in modalities:
             raise ValueError("cenet enhances a language model: it needs the text modality")
@@ -63,7 +71,9 @@ class CENet(MSAModel):
         rng = np.random.default_rng(0)
         for m in self.nonverbal:
             parts, total = [], 0
-            for rows in np.array_split(rng.permutation(index), max(1, len(index) // 256)):  # read only what k-means needs
+            for rows in np.array_split(
+                rng.permutation(index), max(1, len(index) // 256)
+            ):  # read only what k-means needs
                 rows = np.sort(rows)
                 values, lengths = getattr(split, m)[rows], getattr(split, f"{m}_lengths")[rows]
                 parts.append(values[np.arange(values.shape[1])[None, :] < lengths[:, None]])
@@ -73,7 +83,9 @@ class CENet(MSAModel):
             frames = np.concatenate(parts)
             if len(frames) > MAX_KMEANS_FRAMES:
                 frames = frames[rng.choice(len(frames), MAX_KMEANS_FRAMES, replace=False)]
-            frames = ((torch.from_numpy(frames).float() - getattr(self, f"{m}_mean")) / getattr(self, f"{m}_std")).numpy()
+            frames = (
+                (torch.from_numpy(frames).float() - getattr(self, f"{m}_mean")) / getattr(self, f"{m}_std")
+            ).numpy()
             clusters = min(self.vocab_size, len(np.unique(frames, axis=0)))
             km = KMeans(n_clusters=clusters, n_init=3, random_state=0).fit(frames)
             centroids = np.repeat(km.cluster_centers_, math.ceil(self.vocab_size / clusters), axis=0)[: self.vocab_size]

@@ -18,8 +18,15 @@ from torch import nn
 from torch.nn import functional as F
 
 # (kernel, stride, expand ratio, in channels, out channels, repeats) per stage, as B0.
-STAGES = ((3, 1, 1, 32, 16, 1), (3, 2, 6, 16, 24, 2), (5, 2, 6, 24, 40, 2), (3, 2, 6, 40, 80, 3),
-          (5, 1, 6, 80, 112, 3), (5, 2, 6, 112, 192, 4), (3, 1, 6, 192, 320, 1))
+STAGES = (
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
+)
 BN = dict(momentum=0.01, eps=1e-3)  # TensorFlow's batch-norm decay 0.99 and epsilon
 MEAN, STD = (0.498, 0.498, 0.498), (0.502, 0.502, 0.502)  # lite models were trained on (x - 127) / 128
 FEATURES = 1280

@@ -52,7 +52,11 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)
         self.conv2, self.bn2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out)
-        self.short = nn.Sequential() if stride == 1 and c_in == c_out else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.short = (
+            nn.Sequential()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + self.short(x))
@@ -87,7 +91,9 @@ class CrossLayer(nn.Module):
         self.norm1, self.norm2, self.drop = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.Dropout(dropout)
 
     def forward(self, query: torch.Tensor, context: torch.Tensor, context_pad: torch.Tensor | None) -> torch.Tensor:
-        h = self.norm1(query + self.drop(self.attn(query, context, context, key_padding_mask=context_pad, need_weights=False)[0]))
+        h = self.norm1(
+            query + self.drop(self.attn(query, context, context, key_padding_mask=context_pad, need_weights=False)[0])
+        )
         return self.norm2(h + self.drop(self.ffn(h)))
 
 
@@ -101,7 +107,9 @@ def masked_mean(x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
 def run_lm_layers(layers: nn.ModuleList, states: torch.Tensor, pad: torch.Tensor, frozen: int = 0) -> torch.Tensor:
     """Hugging Face BERT layers over (B, L, D) states with padding `pad` (True = padding);
     the first `frozen` layers build no graph."""
-    additive = torch.zeros(pad.shape, dtype=states.dtype, device=states.device).masked_fill(pad, torch.finfo(states.dtype).min)[:, None, None, :]
+    additive = torch.zeros(pad.shape, dtype=states.dtype, device=states.device).masked_fill(
+        pad, torch.finfo(states.dtype).min
+    )[:, None, None, :]
     for i, layer in enumerate(layers):
         with torch.set_grad_enabled(torch.is_grad_enabled() and i >= frozen):
             out = layer(states, attention_mask=additive)
@@ -123,18 +131,42 @@ class ImageTextClassifier(MSAModel):
     tasks = ("classes",)
 
     def __init__(
-        self, modalities: tuple[str, ...], feature_dims: dict[str, int], encoder: str = "pretrained", fusion: str = "bicross",
-        dim: int = 256, heads: int = 4, ffn: int = 512, layers: int = 1, dropout: float = 0.1, loss: str = "focal",
-        focal_alpha: float = 0.25, focal_gamma: float = 2.0, use: str = "image+text", outputs: int = 3,
-        text_model: str = "minilm", finetune_text: bool = False, text_tune: int = 0, text_lr: float = 1e-4, word_dropout: float = 0.0,
+        self,
+        modalities: tuple[str, ...],
+        feature_dims: dict[str, int],
+        encoder: str = "pretrained",
+        fusion: str = "bicross",
+        dim: int = 256,
+        heads: int = 4,
+        ffn: int = 512,
+        layers: int = 1,
+        dropout: float = 0.1,
+        loss: str = "focal",
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        use: str = "image+text",
+        outputs: int = 3,
+        text_model: str = "minilm",
+        finetune_text: bool = False,
+        text_tune: int = 0,
+        text_lr: float = 1e-4,
+        word_dropout: float = 0.0,
     ) -> None:
         super().__init__(modalities, feature_dims, text_model, finetune_text=False, outputs=outputs)
-        if encoder not in ("pretrained", "scratch") or fusion not in ("concat", "cross", "bicross") or use not in ("image+text", "image", "text"):
+        if (
+            encoder not in ("pretrained", "scratch")
+            or fusion not in ("concat", "cross", "bicross")
+            or use not in ("image+text", "image", "text")
+        ):
             raise ValueError(f"image_text: unknown encoder/fusion/use {encoder}/{fusion}/{use}")
         self.encoder, self.fusion, self.use = encoder, fusion, use
         self.loss_name, self.focal_alpha, self.focal_gamma = loss, focal_alpha, focal_gamma
         if use != "text":  # only the modules the forward pass uses (unused parameters upset DDP)
-            self.image_in = nn.Linear(feature_dims.get("vision", IMAGE_FEATURES), dim) if encoder == "pretrained" else ScratchCNN(dim)
+            self.image_in = (
+                nn.Linear(feature_dims.get("vision", IMAGE_FEATURES), dim)
+                if encoder == "pretrained"
+                else ScratchCNN(dim)
+            )
         if use != "image" and encoder == "pretrained":
             if not 0 <= text_tune <= TEXT_TOP_LAYERS:
                 raise ValueError(f"image_text: text_tune must be 0..{TEXT_TOP_LAYERS}, got {text_tune}")
@@ -157,16 +189,23 @@ class ImageTextClassifier(MSAModel):
             self.text_encoder = nn.TransformerEncoder(layer, max(1, layers), enable_nested_tensor=False)
         fused = use == "image+text" and fusion != "concat"
         self.image_to_text = nn.ModuleList(CrossLayer(dim, heads, ffn, dropout) for _ in range(layers if fused else 0))
-        self.text_to_image = nn.ModuleList(CrossLayer(dim, heads, ffn, dropout) for _ in range(layers if fused and fusion == "bicross" else 0))
+        self.text_to_image = nn.ModuleList(
+            CrossLayer(dim, heads, ffn, dropout) for _ in range(layers if fused and fusion == "bicross" else 0)
+        )
         width = dim * (2 if use == "image+text" else 1)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, outputs))
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(width, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, outputs)
+        )
 
     def parameter_groups(self, lr: float) -> list[dict]:
         if not hasattr(self, "lm_top"):
             return super().parameter_groups(lr)
         tuned = {id(p) for p in self.lm_top.parameters()}
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in tuned]
-        return [{"params": rest, "lr": lr}, {"params": [p for p in self.lm_top.parameters() if p.requires_grad], "lr": self.text_lr}]
+        return [
+            {"params": rest, "lr": lr},
+            {"params": [p for p in self.lm_top.parameters() if p.requires_grad], "lr": self.text_lr},
+        ]
 
     def train(self, mode: bool = True) -> ImageTextClassifier:
         super().train(mode)
@@ -175,8 +214,16 @@ class ImageTextClassifier(MSAModel):
         return self
 
     def inputs(self) -> tuple[str, ...]:
-        image = () if self.use == "text" else ("vision", "vision_lengths") if self.encoder == "pretrained" else ("image",)
-        text = () if self.use == "image" else ("text", "text_lengths") if self.encoder == "pretrained" else ("text_ids", "text_mask", "text_lengths")
+        image = (
+            () if self.use == "text" else ("vision", "vision_lengths") if self.encoder == "pretrained" else ("image",)
+        )
+        text = (
+            ()
+            if self.use == "image"
+            else ("text", "text_lengths")
+            if self.encoder == "pretrained"
+            else ("text_ids", "text_mask", "text_lengths")
+        )
         return ("labels", *image, *text)
 
     def image_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

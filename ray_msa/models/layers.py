@@ -22,7 +22,9 @@ class AttentionBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
-        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)  # residual dropout only: attention-weight dropout costs a quarter of CPU time
+        self.attn = nn.MultiheadAttention(
+            dim, heads, batch_first=True
+        )  # residual dropout only: attention-weight dropout costs a quarter of CPU time
         self.drop = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
@@ -67,7 +69,9 @@ class LSTMEncoder(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         from torch.nn.utils.rnn import pack_padded_sequence
 
-        packed = pack_padded_sequence(x, lengths.clamp(min=1, max=x.size(1)).cpu(), batch_first=True, enforce_sorted=False)
+        packed = pack_padded_sequence(
+            x, lengths.clamp(min=1, max=x.size(1)).cpu(), batch_first=True, enforce_sorted=False
+        )
         _, (h, _) = self.lstm(packed)
         return self.drop(torch.cat(list(h), dim=-1))
 
@@ -78,7 +82,12 @@ class PooledSubNet(nn.Module):
     def __init__(self, in_dim: int, hidden: int, dropout: float) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.LayerNorm(in_dim), nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.LayerNorm(in_dim),
+            nn.Dropout(dropout),
+            nn.Linear(in_dim, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
         )
         self.out_dim = hidden
 
@@ -88,7 +97,11 @@ class PooledSubNet(nn.Module):
 
 def utterance_encoders(dims: dict[str, int], hidden: dict[str, int], dropout: float, text_lstm: bool) -> nn.ModuleDict:
     """Per-modality encoders to one vector each; text may use an LSTM (as TFN/LMF do)."""
-    return nn.ModuleDict({
-        m: LSTMEncoder(d, hidden[m], dropout) if (m == "text" and text_lstm) else PooledSubNet(d, hidden[m], dropout)
-        for m, d in dims.items()
-    })
+    return nn.ModuleDict(
+        {
+            m: LSTMEncoder(d, hidden[m], dropout)
+            if (m == "text" and text_lstm)
+            else PooledSubNet(d, hidden[m], dropout)
+            for m, d in dims.items()
+        }
+    )

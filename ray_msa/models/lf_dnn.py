@@ -17,14 +17,28 @@ class LateFusionDNN(MSAModel):
     plot_prefixes = ("omega_", "grad_")
 
     def __init__(
-        self, modalities: tuple[str, ...], feature_dims: dict[str, int], hidden: int = 64, post_fusion: int = 64,
-        dropout: float = 0.2, balance: bool = False, omega_lr: float = 0.05, text_model: str = "minilm", finetune_text: bool = False, outputs: int = 1,
+        self,
+        modalities: tuple[str, ...],
+        feature_dims: dict[str, int],
+        hidden: int = 64,
+        post_fusion: int = 64,
+        dropout: float = 0.2,
+        balance: bool = False,
+        omega_lr: float = 0.05,
+        text_model: str = "minilm",
+        finetune_text: bool = False,
+        outputs: int = 1,
     ) -> None:
         super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
         self.encoders = self.make_encoders(hidden, dropout)
         self.last = nn.ModuleDict({m: nn.Linear(self.encoders[m].out_dim, hidden) for m in modalities})
         self.balancer = GradientBalancer(modalities, omega_lr) if balance else None
-        self.post = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden * len(modalities), post_fusion), nn.ReLU(), nn.Linear(post_fusion, outputs))
+        self.post = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(hidden * len(modalities), post_fusion),
+            nn.ReLU(),
+            nn.Linear(post_fusion, outputs),
+        )
 
     def make_encoders(self, hidden: int, dropout: float) -> nn.ModuleDict:
         return utterance_encoders(self.input_dims, {m: hidden for m in self.modalities}, dropout, text_lstm=False)

@@ -17,13 +17,24 @@ from ray_msa.models.tfn import with_one
 
 class LowRankMultimodalFusion(MSAModel):
     def __init__(
-        self, modalities: tuple[str, ...], feature_dims: dict[str, int], text_hidden: int = 64, av_hidden: int = 16,
-        rank: int = 4, fusion_dim: int = 32, dropout: float = 0.2, text_model: str = "minilm", finetune_text: bool = False, outputs: int = 1,
+        self,
+        modalities: tuple[str, ...],
+        feature_dims: dict[str, int],
+        text_hidden: int = 64,
+        av_hidden: int = 16,
+        rank: int = 4,
+        fusion_dim: int = 32,
+        dropout: float = 0.2,
+        text_model: str = "minilm",
+        finetune_text: bool = False,
+        outputs: int = 1,
     ) -> None:
         super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
         hidden = {m: text_hidden if m == "text" else av_hidden for m in modalities}
         self.encoders = utterance_encoders(self.input_dims, hidden, dropout, text_lstm=True)
-        self.factors = nn.ParameterDict({m: nn.Parameter(nn.init.xavier_normal_(torch.empty(rank, hidden[m] + 1, fusion_dim))) for m in modalities})
+        self.factors = nn.ParameterDict(
+            {m: nn.Parameter(nn.init.xavier_normal_(torch.empty(rank, hidden[m] + 1, fusion_dim))) for m in modalities}
+        )
         self.rank_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, rank)))
         self.rank_bias = nn.Parameter(torch.zeros(1, fusion_dim))
         self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(fusion_dim, outputs))
@@ -31,7 +42,9 @@ class LowRankMultimodalFusion(MSAModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         product = None
         for m, (x, lengths) in self.sequences(batch).items():
-            z = torch.einsum("bi,rio->rbo", with_one(self.encoders[m](x, lengths)), self.factors[m])  # (rank, B, fusion_dim)
+            z = torch.einsum(
+                "bi,rio->rbo", with_one(self.encoders[m](x, lengths)), self.factors[m]
+            )  # (rank, B, fusion_dim)
             product = z if product is None else product * z
         fused = torch.einsum("r,rbo->bo", self.rank_weights.squeeze(0), product) + self.rank_bias
         return ModelOutput(score=self.to_score(self.out(fused)))

@@ -30,7 +30,16 @@ TASKS = ("score", "polarity", "intensity")
 class ModalityEncoder(nn.Module):
     """Conv1d -> BiGRU -> self-attention -> FFN over one modality's sequence."""
 
-    def __init__(self, in_dim: int, heads: int, ffn: int, dropout: float, kernels: int = 100, kernel_size: int = 3, hidden: int = 100) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        heads: int,
+        ffn: int,
+        dropout: float,
+        kernels: int = 100,
+        kernel_size: int = 3,
+        hidden: int = 100,
+    ) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.conv = nn.Conv1d(in_dim, kernels, kernel_size, stride=1, padding=0)
@@ -74,7 +83,9 @@ class TaskHead(nn.Module):
     def __init__(self, dim: int, score_dim: int, dropout: float) -> None:
         super().__init__()
         self.scorer = nn.Sequential(nn.Linear(dim, score_dim), nn.Tanh(), nn.Linear(score_dim, 1))
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1))
+        self.out = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1)
+        )
 
     def forward(self, shared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         weights = torch.softmax(self.scorer(shared).squeeze(-1), dim=-1)  # (B, K), sums to 1
@@ -84,6 +95,7 @@ class TaskHead(nn.Module):
 
 class MultiTaskSequentialModel(MSAModel):
     tasks = ("score",)  # its auxiliary tasks are the score's polarity and intensity
+
     def __init__(
         self,
         modalities: tuple[str, ...],
@@ -102,7 +114,9 @@ class MultiTaskSequentialModel(MSAModel):
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
         dims = self.input_dims
         dim = 2 * hidden
-        self.encoders = nn.ModuleDict({m: ModalityEncoder(dims[m], heads, ffn, dropout, hidden=hidden) for m in modalities})
+        self.encoders = nn.ModuleDict(
+            {m: ModalityEncoder(dims[m], heads, ffn, dropout, hidden=hidden) for m in modalities}
+        )
         self.pairs = list(combinations(modalities, 2))
         self.cross = nn.ModuleDict({f"{a}_{b}": CrossModalBlock(dim, heads, ffn, dropout) for a, b in self.pairs})
         self.project = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, dim), nn.Tanh()) for m in modalities})
@@ -127,7 +141,7 @@ class MultiTaskSequentialModel(MSAModel):
             "loss_polarity": F.binary_cross_entropy_with_logits(output.extras["polarity_logit"], (y >= 0).to(y.dtype)),
             "loss_intensity": F.l1_loss(output.extras["intensity"], y.abs()),
         }
-        total = (self.alpha * parts["loss_score"] + self.beta * parts["loss_polarity"] + self.gamma * parts["loss_intensity"]) / (
-            self.alpha + self.beta + self.gamma
-        )
+        total = (
+            self.alpha * parts["loss_score"] + self.beta * parts["loss_polarity"] + self.gamma * parts["loss_intensity"]
+        ) / (self.alpha + self.beta + self.gamma)
         return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -50,8 +50,12 @@ def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device) -> torc
     return (bits & 0x7FFF).ge_(round(p * 32768)).view(shape)  # int64 random_ leaves bit 63 clear: use 15 bits per lane
 
 
-def _dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, p: float) -> torch.Tensor:
-    weights = torch.softmax((q @ k.transpose(-2, -1)).mul_(q.size(-1) ** -0.5).masked_fill_(~allowed, float("-inf")), dim=-1)
+def _dropout_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, p: float
+) -> torch.Tensor:
+    weights = torch.softmax(
+        (q @ k.transpose(-2, -1)).mul_(q.size(-1) ** -0.5).masked_fill_(~allowed, float("-inf")), dim=-1
+    )
     return (weights * dropout_keep_mask(weights.shape, p, weights.device)).div_(1.0 - p) @ v
 
 
@@ -66,13 +70,17 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
     rows = q.size(0) * q.size(1) * k.size(2) * 4
     block = max(1, CHUNK_BYTES // rows)
-    return torch.cat([_dropout_attention(q[:, :, i : i + block], k, v, allowed, dropout) for i in range(0, q.size(2), block)], dim=2)
+    return torch.cat(
+        [_dropout_attention(q[:, :, i : i + block], k, v, allowed, dropout) for i in range(0, q.size(2), block)], dim=2
+    )
 
 
 class TransformerLayer(nn.Module):
     """Pre-LayerNorm layer: (cross-)attention then ReLU FFN, each with a residual."""
 
-    def __init__(self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float, cross: bool) -> None:
+    def __init__(
+        self, dim: int, heads: int, attn_dropout: float, relu_dropout: float, res_dropout: float, cross: bool
+    ) -> None:
         super().__init__()
         self.heads, self.attn_dropout = heads, attn_dropout
         self.norm_q, self.norm_ffn = nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -94,17 +102,31 @@ class TransformerLayer(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, dim: int, heads: int, layers: int, attn_dropout: float, relu_dropout: float, res_dropout: float, embed_dropout: float, cross: bool) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        layers: int,
+        attn_dropout: float,
+        relu_dropout: float,
+        res_dropout: float,
+        embed_dropout: float,
+        cross: bool,
+    ) -> None:
         super().__init__()
         self.scale = math.sqrt(dim)
-        self.layers = nn.ModuleList([TransformerLayer(dim, heads, attn_dropout, relu_dropout, res_dropout, cross) for _ in range(layers)])
+        self.layers = nn.ModuleList(
+            [TransformerLayer(dim, heads, attn_dropout, relu_dropout, res_dropout, cross) for _ in range(layers)]
+        )
         self.drop = nn.Dropout(embed_dropout)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, source: torch.Tensor | None, source_pad: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.scale * x + sinusoidal_positions(x.size(1), x.size(2), x.device))
         if source is not None:
-            source = self.drop(self.scale * source + sinusoidal_positions(source.size(1), source.size(2), source.device))
+            source = self.drop(
+                self.scale * source + sinusoidal_positions(source.size(1), source.size(2), source.device)
+            )
         allowed = (~source_pad)[:, None, None, :]
         for layer in self.layers:
             x = layer(x, source, allowed)
@@ -138,16 +160,28 @@ class MultimodalTransformer(MSAModel):
             raise ValueError(f"mult: dim {dim} must be divisible by heads {heads}")
         kernels = {"text": kernel_text, "audio": kernel_audio, "vision": kernel_vision}
         self.kernels = {m: kernels[m] for m in modalities}
-        self.project = nn.ModuleDict({m: nn.Conv1d(self.input_dims[m], dim, kernels[m], padding=0, bias=False) for m in modalities})
+        self.project = nn.ModuleDict(
+            {m: nn.Conv1d(self.input_dims[m], dim, kernels[m], padding=0, bias=False) for m in modalities}
+        )
         # As in the reference code, a crossmodal transformer's attention dropout is its source's.
-        source_dropout = {"text": attn_dropout, "audio": attn_dropout if attn_dropout_audio is None else attn_dropout_audio,
-                          "vision": attn_dropout if attn_dropout_vision is None else attn_dropout_vision}
+        source_dropout = {
+            "text": attn_dropout,
+            "audio": attn_dropout if attn_dropout_audio is None else attn_dropout_audio,
+            "vision": attn_dropout if attn_dropout_vision is None else attn_dropout_vision,
+        }
         rest = (relu_dropout, res_dropout, embed_dropout)
-        self.cross = nn.ModuleDict({
-            f"{y}_to_{x}": Transformer(dim, heads, layers, source_dropout[y], *rest, cross=True) for x in modalities for y in modalities if y != x
-        })
+        self.cross = nn.ModuleDict(
+            {
+                f"{y}_to_{x}": Transformer(dim, heads, layers, source_dropout[y], *rest, cross=True)
+                for x in modalities
+                for y in modalities
+                if y != x
+            }
+        )
         stream = dim * max(1, len(modalities) - 1)
-        self.memory = nn.ModuleDict({x: Transformer(stream, heads, max(layers, 3), attn_dropout, *rest, cross=False) for x in modalities})
+        self.memory = nn.ModuleDict(
+            {x: Transformer(stream, heads, max(layers, 3), attn_dropout, *rest, cross=False) for x in modalities}
+        )
         total = stream * len(modalities)
         self.proj1, self.proj2 = nn.Linear(total, total), nn.Linear(total, total)
         self.out_drop = nn.Dropout(out_dropout)

@@ -20,8 +20,16 @@ def with_one(z: torch.Tensor) -> torch.Tensor:
 
 class TensorFusionNetwork(MSAModel):
     def __init__(
-        self, modalities: tuple[str, ...], feature_dims: dict[str, int], text_hidden: int = 64, av_hidden: int = 16,
-        post_fusion: int = 64, dropout: float = 0.2, text_model: str = "minilm", finetune_text: bool = False, outputs: int = 1,
+        self,
+        modalities: tuple[str, ...],
+        feature_dims: dict[str, int],
+        text_hidden: int = 64,
+        av_hidden: int = 16,
+        post_fusion: int = 64,
+        dropout: float = 0.2,
+        text_model: str = "minilm",
+        finetune_text: bool = False,
+        outputs: int = 1,
     ) -> None:
         super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
         hidden = {m: text_hidden if m == "text" else av_hidden for m in modalities}
@@ -30,7 +38,12 @@ class TensorFusionNetwork(MSAModel):
         for m in modalities:
             fused *= hidden[m] + 1
         self.post = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(fused, post_fusion), nn.ReLU(), nn.Linear(post_fusion, post_fusion), nn.ReLU(), nn.Linear(post_fusion, outputs),
+            nn.Dropout(dropout),
+            nn.Linear(fused, post_fusion),
+            nn.ReLU(),
+            nn.Linear(post_fusion, post_fusion),
+            nn.ReLU(),
+            nn.Linear(post_fusion, outputs),
         )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:

@@ -10,9 +10,26 @@ import torch
 
 from ray_msa.data.dataset import Split
 
-SEQUENCES = {"text": "text_lengths", "text_ids": "text_lengths", "text_mask": "text_lengths", "audio": "audio_lengths", "vision": "vision_lengths"}
+SEQUENCES = {
+    "text": "text_lengths",
+    "text_ids": "text_lengths",
+    "text_mask": "text_lengths",
+    "audio": "audio_lengths",
+    "vision": "vision_lengths",
+}
 STATS_CHUNK = 512
-MODEL_INPUTS = ("labels", "text", "text_ids", "text_mask", "text_lengths", "audio", "audio_lengths", "vision", "vision_lengths", "image")
+MODEL_INPUTS = (
+    "labels",
+    "text",
+    "text_ids",
+    "text_mask",
+    "text_lengths",
+    "audio",
+    "audio_lengths",
+    "vision",
+    "vision_lengths",
+    "image",
+)
 
 
 def shard(index: np.ndarray, rank: int, world: int, pad: bool) -> np.ndarray:
@@ -35,7 +52,9 @@ def in_order(index: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [index[i : i + batch_size] for i in range(0, len(index), batch_size)]
 
 
-def length_bucketed(index: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: int = 20) -> list[np.ndarray]:
+def length_bucketed(
+    index: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: int = 20
+) -> list[np.ndarray]:
     """Shuffled batches of similar length: `index` (already shuffled) is cut into chunks of
     `bucket` batches, sorted by length inside each chunk, and the batches are shuffled.
     Less padding per batch, still a random order; MMSA pads every batch to the maximum."""
@@ -45,7 +64,9 @@ def length_bucketed(index: np.ndarray, lengths: np.ndarray, batch_size: int, rng
     return [groups[i] for i in rng.permutation(len(groups))]
 
 
-def batches(split: Split, groups: list[np.ndarray], inputs: tuple[str, ...] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+def batches(
+    split: Split, groups: list[np.ndarray], inputs: tuple[str, ...] | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
     """One batch per index group, as float32/int64 tensors trimmed to the longest sequence;
     `inputs` limits it to what the model reads (lazy features it ignores are never read)."""
     wanted = MODEL_INPUTS if inputs is None else inputs
@@ -64,7 +85,9 @@ def batches(split: Split, groups: list[np.ndarray], inputs: tuple[str, ...] | No
         yield batch
 
 
-def input_stats(split: Split, index: np.ndarray, modalities: tuple[str, ...]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def input_stats(
+    split: Split, index: np.ndarray, modalities: tuple[str, ...]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Mean and std of audio/vision over the real (unpadded) frames of `index` only."""
     stats = {}
     for m in ("audio", "vision"):
@@ -76,7 +99,10 @@ def input_stats(split: Split, index: np.ndarray, modalities: tuple[str, ...]) ->
             frames = values[np.arange(values.shape[1])[None, :] < lengths[:, None]].astype(np.float64)
             n, chunk_mean = len(frames), frames.mean(0)
             delta, count = chunk_mean - mean, count + n  # Chan et al.'s pairwise update: exact, stable
-            mean, m2 = mean + delta * n / count, m2 + ((frames - chunk_mean) ** 2).sum(0) + delta**2 * (count - n) * n / count
+            mean, m2 = (
+                mean + delta * n / count,
+                m2 + ((frames - chunk_mean) ** 2).sum(0) + delta**2 * (count - n) * n / count,
+            )
         std = np.sqrt(m2 / count)
         std[std < 1e-6] = 1.0
         stats[m] = (torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32))

@@ -28,7 +28,9 @@ def make_optimizer(model: MSAModel, lr: float, weight_decay: float) -> torch.opt
     return torch.optim.AdamW(model.parameter_groups(lr), lr=lr, weight_decay=weight_decay)
 
 
-def make_schedule(optimizer: torch.optim.Optimizer, schedule: str, warmup: float, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+def make_schedule(
+    optimizer: torch.optim.Optimizer, schedule: str, warmup: float, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
     """Per-step learning-rate schedule over a fold's `total_steps` (max epochs x batches):
     linear warm-up for the first `warmup` fraction, then linear or cosine decay to zero
     (every parameter group scaled alike). Transformers trained from scratch or fine-tuned on
@@ -51,8 +53,14 @@ def make_schedule(optimizer: torch.optim.Optimizer, schedule: str, warmup: float
 DEEPSPEED_CONFIG = Path(__file__).with_name("deepspeed.json")
 
 
-def deepspeed_config(batch_size: int, world: int, grad_clip: float, zero_stage: int, device: torch.device,
-                     template: str | Path | None = None) -> dict[str, Any]:
+def deepspeed_config(
+    batch_size: int,
+    world: int,
+    grad_clip: float,
+    zero_stage: int,
+    device: torch.device,
+    template: str | Path | None = None,
+) -> dict[str, Any]:
     """The trial's DeepSpeed config: the template (the repo's `deepspeed.json`, or the user's
     file) with every "auto" filled in. Global batch = the trial's batch size, split into
     micro-batches over the workers; gradient clipping and ZeRO stage from the trial; bf16 on
@@ -62,13 +70,18 @@ def deepspeed_config(batch_size: int, world: int, grad_clip: float, zero_stage: 
     try:
         config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise InputError(path, "deepspeed config", f"cannot be read as JSON ({err})", "pass a valid DeepSpeed JSON file or none") from None
+        raise InputError(
+            path, "deepspeed config", f"cannot be read as JSON ({err})", "pass a valid DeepSpeed JSON file or none"
+        ) from None
     micro = max(1, batch_size // world)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     auto = {
-        "train_micro_batch_size_per_gpu": micro, "train_batch_size": micro * world * int(config.get("gradient_accumulation_steps", 1)),
-        "gradient_clipping": grad_clip, "zero_optimization.stage": zero_stage,
-        "bf16.enabled": bf16, "fp16.enabled": device.type == "cuda" and not bf16,
+        "train_micro_batch_size_per_gpu": micro,
+        "train_batch_size": micro * world * int(config.get("gradient_accumulation_steps", 1)),
+        "gradient_clipping": grad_clip,
+        "zero_optimization.stage": zero_stage,
+        "bf16.enabled": bf16,
+        "fp16.enabled": device.type == "cuda" and not bf16,
     }
     for dotted, value in auto.items():
         *parents, key = dotted.split(".")
@@ -86,8 +99,15 @@ def deepspeed_config(batch_size: int, world: int, grad_clip: float, zero_stage: 
 class Engine:
     """DDP (or a single process): backward, clip, AdamW step."""
 
-    def __init__(self, model: MSAModel, lr: float, weight_decay: float, grad_clip: float, device: torch.device,
-                 schedule: tuple[str, float, int] = ("constant", 0.0, 1)) -> None:
+    def __init__(
+        self,
+        model: MSAModel,
+        lr: float,
+        weight_decay: float,
+        grad_clip: float,
+        device: torch.device,
+        schedule: tuple[str, float, int] = ("constant", 0.0, 1),
+    ) -> None:
         self.model = model.to(device)
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         if distributed:
@@ -136,8 +156,18 @@ class Engine:
 class DeepSpeedEngine(Engine):
     """The same contract on a DeepSpeed engine (ZeRO 0-3; works on CPU with gloo)."""
 
-    def __init__(self, model: MSAModel, lr: float, weight_decay: float, grad_clip: float, device: torch.device,
-                 schedule: tuple[str, float, int] = ("constant", 0.0, 1), batch_size: int = 32, zero_stage: int = 0, template: str | None = None) -> None:
+    def __init__(
+        self,
+        model: MSAModel,
+        lr: float,
+        weight_decay: float,
+        grad_clip: float,
+        device: torch.device,
+        schedule: tuple[str, float, int] = ("constant", 0.0, 1),
+        batch_size: int = 32,
+        zero_stage: int = 0,
+        template: str | None = None,
+    ) -> None:
         import deepspeed
 
         self.model = model.to(device)
@@ -145,7 +175,9 @@ class DeepSpeedEngine(Engine):
         optimizer = make_optimizer(self.model, lr, weight_decay)
         self.scheduler = make_schedule(optimizer, *schedule)  # DeepSpeed steps it after each optimizer step
         config = deepspeed_config(batch_size, world, grad_clip, zero_stage, device, template)
-        self.ds, self.optimizer, _, _ = deepspeed.initialize(model=self.model, optimizer=optimizer, lr_scheduler=self.scheduler, config=config)
+        self.ds, self.optimizer, _, _ = deepspeed.initialize(
+            model=self.model, optimizer=optimizer, lr_scheduler=self.scheduler, config=config
+        )
         self.wrapped = self.ds
         self.grad_clip = grad_clip
 
@@ -172,12 +204,26 @@ class DeepSpeedEngine(Engine):
         self.ds.step()  # clips, steps and zeroes gradients per the config, then steps the schedule
 
 
-def make_engine(name: str, model: MSAModel, config: dict[str, Any], device: torch.device, total_steps: int = 1) -> Engine:
+def make_engine(
+    name: str, model: MSAModel, config: dict[str, Any], device: torch.device, total_steps: int = 1
+) -> Engine:
     """`total_steps`: optimizer steps the schedule spans (a fold's max epochs x batches)."""
     schedule = (config.get("lr_schedule", "constant"), float(config.get("warmup", 0.0)), max(1, total_steps))
-    common = dict(lr=config["lr"], weight_decay=config.get("weight_decay", 0.0), grad_clip=config.get("grad_clip", 1.0), device=device, schedule=schedule)
+    common = dict(
+        lr=config["lr"],
+        weight_decay=config.get("weight_decay", 0.0),
+        grad_clip=config.get("grad_clip", 1.0),
+        device=device,
+        schedule=schedule,
+    )
     if name == "ddp":
         return Engine(model, **common)
     if name == "deepspeed":
-        return DeepSpeedEngine(model, batch_size=config["batch_size"], zero_stage=config.get("zero_stage", 0), template=config.get("deepspeed_config"), **common)
+        return DeepSpeedEngine(
+            model,
+            batch_size=config["batch_size"],
+            zero_stage=config.get("zero_stage", 0),
+            template=config.get("deepspeed_config"),
+            **common,
+        )
     raise ValueError(f"unknown engine '{name}', expected one of {ENGINES}")

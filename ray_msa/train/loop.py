@@ -34,10 +34,31 @@ from ray_msa.train.engine import Engine, make_engine
 
 # Keys of a trial config that steer training; every other key is a model hyperparameter.
 TRAIN_KEYS = {
-    "arch", "engine", "folds", "seed", "max_epochs", "patience", "metric", "batch_size", "lr", "weight_decay",
-    "grad_clip", "zero_stage", "threads", "tracking_uri", "trial_run_id", "study_run_id", "dataset_ref",
-    "checkpoint_every", "final_epochs", "trial_name", "text_mode", "deepspeed_config", "time_budget_min",
-    "lr_schedule", "warmup",
+    "arch",
+    "engine",
+    "folds",
+    "seed",
+    "max_epochs",
+    "patience",
+    "metric",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "grad_clip",
+    "zero_stage",
+    "threads",
+    "tracking_uri",
+    "trial_run_id",
+    "study_run_id",
+    "dataset_ref",
+    "checkpoint_every",
+    "final_epochs",
+    "trial_name",
+    "text_mode",
+    "deepspeed_config",
+    "time_budget_min",
+    "lr_schedule",
+    "warmup",
 }
 Report = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
@@ -73,7 +94,9 @@ class Fold:
 
     def progress(self) -> dict[str, Any]:
         """What a checkpoint keeps (tensors, not arrays: checkpoints load with weights_only=True)."""
-        state = {k: getattr(self, k) for k in ("best_value", "best_epoch", "best_metrics", "bad_epochs", "done", "history")}
+        state = {
+            k: getattr(self, k) for k in ("best_value", "best_epoch", "best_metrics", "bad_epochs", "done", "history")
+        }
         state["best_predictions"] = None if self.best_predictions is None else torch.as_tensor(self.best_predictions)
         return state
 
@@ -88,22 +111,30 @@ def model_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in TRAIN_KEYS}
 
 
-def new_engine(config: dict[str, Any], dataset: MSADataset, split: Split, train_idx: np.ndarray, seed: int, ctx: WorkerContext) -> Engine:
+def new_engine(
+    config: dict[str, Any], dataset: MSADataset, split: Split, train_idx: np.ndarray, seed: int, ctx: WorkerContext
+) -> Engine:
     """A fresh model and engine for one fold; its learning-rate schedule spans max_epochs."""
     torch.manual_seed(seed)
     model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config), dataset.task)
     reads = model.inputs()
-    model.set_input_stats(input_stats(split, train_idx, tuple(m for m in dataset.modalities if reads is None or m in reads)))
+    model.set_input_stats(
+        input_stats(split, train_idx, tuple(m for m in dataset.modalities if reads is None or m in reads))
+    )
     model.prepare_from_training_data(split, train_idx)
     steps_per_epoch = -(-len(train_idx) // max(1, config["batch_size"]))
-    return make_engine(config.get("engine", "ddp"), model, config, ctx.device, steps_per_epoch * int(config["max_epochs"]))
+    return make_engine(
+        config.get("engine", "ddp"), model, config, ctx.device, steps_per_epoch * int(config["max_epochs"])
+    )
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def train_epoch(engine: Engine, split: Split, index: np.ndarray, config: dict[str, Any], seed: list[int], ctx: WorkerContext) -> dict[str, float]:
+def train_epoch(
+    engine: Engine, split: Split, index: np.ndarray, config: dict[str, Any], seed: list[int], ctx: WorkerContext
+) -> dict[str, float]:
     """One pass over this worker's shard of `index`, in a seeded order."""
     engine.train(True)
     rng = np.random.default_rng(seed)
@@ -133,7 +164,10 @@ def predict(engine: Engine, split: Split, index: np.ndarray, batch_size: int, ct
     positions = shard(np.arange(len(index)), ctx.rank, ctx.world, pad=False)
     positions = positions[np.argsort(sequence_lengths(split)[index[positions]], kind="stable")]
     groups = in_order(index[positions], batch_size)
-    scores = [engine.predict(to_device(b, ctx.device)).score.float().cpu().numpy() for b in batches(split, groups, engine.model.inputs())]
+    scores = [
+        engine.predict(to_device(b, ctx.device)).score.float().cpu().numpy()
+        for b in batches(split, groups, engine.model.inputs())
+    ]
     local = (positions, np.concatenate(scores) if scores else np.zeros(0, np.float32))
     parts = [local]
     if ctx.world > 1:
@@ -157,7 +191,14 @@ def fold_summary(folds: list[Fold], metric_names: tuple[str, ...]) -> dict[str, 
     return summary
 
 
-def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Report, ctx: WorkerContext, resume: dict[str, Any] | None = None, tracker: Any = None) -> dict[str, float]:
+def run_cross_validation(
+    config: dict[str, Any],
+    dataset: MSADataset,
+    report: Report,
+    ctx: WorkerContext,
+    resume: dict[str, Any] | None = None,
+    tracker: Any = None,
+) -> dict[str, float]:
     """Train the K folds of one trial in lockstep; report once per epoch."""
     pool = development_pool(dataset)
     metric, seed = config.get("metric") or DEFAULT_METRIC[dataset.metric_set], int(config.get("seed", 0))
@@ -176,8 +217,12 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
                 setattr(fold, k, v)
     if tracker is not None:
         for fold in (f for f in folds if not f.done):  # a fold finished before a restart keeps its finished run
-            fold.run_id = tracker.child(config["trial_run_id"], f"fold-{fold.index}", {"role": "fold", "fold": str(fold.index)})
-            tracker.params(fold.run_id, {"fold": fold.index, "train_size": len(fold.train_idx), "val_size": len(fold.val_idx)})
+            fold.run_id = tracker.child(
+                config["trial_run_id"], f"fold-{fold.index}", {"role": "fold", "fold": str(fold.index)}
+            )
+            tracker.params(
+                fold.run_id, {"fold": fold.index, "train_size": len(fold.train_idx), "val_size": len(fold.val_idx)}
+            )
     name, max_epochs = config.get("trial_name", "trial"), int(config["max_epochs"])
     epoch = start_epoch - 1
     for epoch in range(start_epoch, max_epochs):
@@ -202,33 +247,56 @@ def run_cross_validation(config: dict[str, Any], dataset: MSADataset, report: Re
                     tracker.metrics(fold.run_id, {**fold.best_metrics, "best_epoch": fold.best_epoch + 1})
                     tracker.plot_history(fold.run_id, fold.history, fold.engine.model.plot_prefixes)
                     if dataset.task == "classes":
-                        tracker.confusion_matrix(fold.run_id, pool.labels[fold.val_idx], np.asarray(fold.best_predictions).argmax(-1), dataset.class_names)
+                        tracker.confusion_matrix(
+                            fold.run_id,
+                            pool.labels[fold.val_idx],
+                            np.asarray(fold.best_predictions).argmax(-1),
+                            dataset.class_names,
+                        )
                     tracker.finish(fold.run_id)
         summary = fold_summary(folds, metric_names)
         all_done = all(f.done for f in folds)
         if ctx.is_chief:
             values = " ".join(f"{f.best_value:.3f}" + ("*" if f.done else "") for f in folds)
-            progress(f"[{name}] epoch {epoch + 1}/{max_epochs}: best val {metric} by fold {values} | mean {summary[f'mean_{metric}']:.4f} | {time.perf_counter() - started:.1f}s")
+            progress(
+                f"[{name}] epoch {epoch + 1}/{max_epochs}: best val {metric} by fold {values} | mean {summary[f'mean_{metric}']:.4f} | {time.perf_counter() - started:.1f}s"
+            )
         if tracker is not None:
             tracker.metrics(config["trial_run_id"], summary, step=epoch)
-        result = {**summary, "epoch": epoch + 1, "folds_done": sum(f.done for f in folds), "cv_complete": all_done,
-                  "best_epochs": [f.best_epoch + 1 for f in folds], "trial_run_id": config.get("trial_run_id", "")}
+        result = {
+            **summary,
+            "epoch": epoch + 1,
+            "folds_done": sum(f.done for f in folds),
+            "cv_complete": all_done,
+            "best_epochs": [f.best_epoch + 1 for f in folds],
+            "trial_run_id": config.get("trial_run_id", ""),
+        }
         every = int(config.get("checkpoint_every", 5))
         state = None
         if all_done or (epoch + 1) % every == 0:
-            state = {"epoch": epoch, "folds": [{"engine": f.engine.state_dict(), "best_state": f.best_state, "progress": f.progress()} for f in folds]}
+            state = {
+                "epoch": epoch,
+                "folds": [
+                    {"engine": f.engine.state_dict(), "best_state": f.best_state, "progress": f.progress()}
+                    for f in folds
+                ],
+            }
         report(result, state)
         if all_done:
             break
     return fold_summary(folds, metric_names)
 
 
-def run_final_training(config: dict[str, Any], dataset: MSADataset, ctx: WorkerContext, tracker: Any = None) -> tuple[dict[str, float], Engine]:
+def run_final_training(
+    config: dict[str, Any], dataset: MSADataset, ctx: WorkerContext, tracker: Any = None
+) -> tuple[dict[str, float], Engine]:
     """Retrain on all of train+valid for `final_epochs` epochs, then evaluate once on test."""
     pool = development_pool(dataset)
     seed = int(config.get("seed", 0))
     everything = np.arange(len(pool))
-    engine = new_engine(config, dataset, pool, everything, seed * 1000 + 999, ctx)  # the folds' schedule, stopped at their best epoch
+    engine = new_engine(
+        config, dataset, pool, everything, seed * 1000 + 999, ctx
+    )  # the folds' schedule, stopped at their best epoch
     epochs = int(config["final_epochs"])
     for epoch in range(epochs):
         fit = train_epoch(engine, pool, everything, config, [seed, 999, epoch], ctx)
@@ -304,7 +372,14 @@ def cross_validate_worker(config: dict[str, Any]) -> None:
     started = time.time()  # lets the driver separate Ray's start-up from training time
     dataset, ctx, tracker = _setup(config)
     resume = load_checkpoint_state(ray.train.get_checkpoint())
-    run_cross_validation(config, dataset, lambda m, s: _checkpoint_report({**m, "worker_started_at": started}, s, ctx), ctx, resume, tracker)
+    run_cross_validation(
+        config,
+        dataset,
+        lambda m, s: _checkpoint_report({**m, "worker_started_at": started}, s, ctx),
+        ctx,
+        resume,
+        tracker,
+    )
 
 
 def final_train_worker(config: dict[str, Any]) -> None:

@@ -104,7 +104,9 @@ def drop(mapping: dict, key: str) -> None:
     del mapping[key]
 
 
-def write_csd_raw(path: Path, root_name: str, data: dict[str, tuple[np.ndarray, np.ndarray]], metadata: dict[str, Any]) -> None:
+def write_csd_raw(
+    path: Path, root_name: str, data: dict[str, tuple[np.ndarray, np.ndarray]], metadata: dict[str, Any]
+) -> None:
     """The SDK layout without any validation (so broken files can be written), byte-deterministic."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w", libver="latest") as f:
@@ -154,9 +156,15 @@ def build(root: Path) -> Corpus:
     try:
         mosi_bytes = write_mmsa_pickle(scratch / "mmsa", "mosi", "unaligned", SIZES, seed=0, shapes=SHAPES).read_bytes()
         mosi = pickle.loads(mosi_bytes)
-        sims = pickle.loads(write_mmsa_pickle(scratch / "sims", "sims", "unaligned", SIZES, seed=1, shapes=SHAPES).read_bytes())
-        mult_mosi = pickle.loads(write_mult_pickle(scratch / "mult", "mosi", "unaligned", SIZES, seed=2, shapes=SHAPES).read_bytes())
-        mult_iemocap = pickle.loads(write_mult_pickle(scratch / "mult", "iemocap", "unaligned", SIZES, seed=3, shapes=SHAPES).read_bytes())
+        sims = pickle.loads(
+            write_mmsa_pickle(scratch / "sims", "sims", "unaligned", SIZES, seed=1, shapes=SHAPES).read_bytes()
+        )
+        mult_mosi = pickle.loads(
+            write_mult_pickle(scratch / "mult", "mosi", "unaligned", SIZES, seed=2, shapes=SHAPES).read_bytes()
+        )
+        mult_iemocap = pickle.loads(
+            write_mult_pickle(scratch / "mult", "iemocap", "unaligned", SIZES, seed=3, shapes=SHAPES).read_bytes()
+        )
         csd = good_csd_dir(scratch)
         add_good(root, mosi, csd)
         add_pickle_level(corpus, mosi, mosi_bytes)
@@ -187,13 +195,35 @@ def add_good(root: Path, mosi: dict, csd: dict) -> None:
 
 def add_pickle_level(corpus: Corpus, mosi: dict, mosi_bytes: bytes) -> None:
     """Files that are not (safe) pickles of containers and arrays."""
-    corpus.raw("truncated.pkl", "mosi", "pickle", "download cut off: first 40% of a good MMSA pickle", mosi_bytes[: len(mosi_bytes) * 2 // 5])
+    corpus.raw(
+        "truncated.pkl",
+        "mosi",
+        "pickle",
+        "download cut off: first 40% of a good MMSA pickle",
+        mosi_bytes[: len(mosi_bytes) * 2 // 5],
+    )
     corpus.raw("empty_file.pkl", "mosi", "pickle", "zero-byte .pkl (failed copy)", b"")
-    corpus.raw("text_named_pkl.pkl", "mosi", "pickle", "a text file renamed to .pkl",
-               b"This is not the dataset. Download unaligned_50.pkl from the MMSA page.\n")
-    corpus.raw("html_error_page.pkl", "mosi", "pickle", "an HTML 'access denied' page saved as .pkl",
-               b"<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head><body>Access denied</body></html>\n")
-    corpus.raw("gzipped.pkl", "mosi", "pickle", "a gzip-compressed pickle still named .pkl", gzip.compress(mosi_bytes[:2000], mtime=0))
+    corpus.raw(
+        "text_named_pkl.pkl",
+        "mosi",
+        "pickle",
+        "a text file renamed to .pkl",
+        b"This is not the dataset. Download unaligned_50.pkl from the MMSA page.\n",
+    )
+    corpus.raw(
+        "html_error_page.pkl",
+        "mosi",
+        "pickle",
+        "an HTML 'access denied' page saved as .pkl",
+        b"<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head><body>Access denied</body></html>\n",
+    )
+    corpus.raw(
+        "gzipped.pkl",
+        "mosi",
+        "pickle",
+        "a gzip-compressed pickle still named .pkl",
+        gzip.compress(mosi_bytes[:2000], mtime=0),
+    )
     counter = copy.deepcopy(mosi)
     counter["train"]["annotations"] = collections.Counter(["Positive", "Negative", "Positive"])
     corpus.pickle("foreign_counter.pkl", "mosi", "pickle", "holds a collections.Counter (a non-numpy global)", counter)
@@ -201,13 +231,23 @@ def add_pickle_level(corpus: Corpus, mosi: dict, mosi_bytes: bytes) -> None:
     stamped["created"] = datetime.datetime(2021, 5, 4, 12, 0, 0)
     corpus.pickle("foreign_datetime.pkl", "mosi", "pickle", "holds a datetime.datetime", stamped)
     frame = pd.DataFrame({"id": mosi["train"]["id"], "label": mosi["train"]["regression_labels"]})
-    corpus.pickle("pandas_dataframe.pkl", "mosi", "pickle", "a pickled pandas DataFrame instead of MMSA's dict", {"train": frame, "valid": frame, "test": frame})
+    corpus.pickle(
+        "pandas_dataframe.pkl",
+        "mosi",
+        "pickle",
+        "a pickled pandas DataFrame instead of MMSA's dict",
+        {"train": frame, "valid": frame, "test": frame},
+    )
     system = copy.deepcopy(mosi)
     system["test"]["audio"] = OsSystemPayload()
-    corpus.pickle(MALICIOUS[0], "mosi", "pickle", "MALICIOUS: __reduce__ calls os.system to touch a marker file", system)
+    corpus.pickle(
+        MALICIOUS[0], "mosi", "pickle", "MALICIOUS: __reduce__ calls os.system to touch a marker file", system
+    )
     execd = copy.deepcopy(mosi)
     execd["valid"]["vision"] = ExecPayload()
-    corpus.pickle(MALICIOUS[1], "mosi", "pickle", "MALICIOUS: __reduce__ calls builtins.exec to touch a marker file", execd)
+    corpus.pickle(
+        MALICIOUS[1], "mosi", "pickle", "MALICIOUS: __reduce__ calls builtins.exec to touch a marker file", execd
+    )
 
 
 def add_mmsa_layout(corpus: Corpus, mosi: dict, sims: dict) -> None:
@@ -218,13 +258,32 @@ def add_mmsa_layout(corpus: Corpus, mosi: dict, sims: dict) -> None:
         data = edit(data) or data
         corpus.pickle(rel, dataset, field, description, data)
 
-    case("top_level_list.pkl", "top level", "top level is a list of splits, not a dict", lambda d: [d["train"], d["valid"], d["test"]])
+    case(
+        "top_level_list.pkl",
+        "top level",
+        "top level is a list of splits, not a dict",
+        lambda d: [d["train"], d["valid"], d["test"]],
+    )
     case("missing_split.pkl", "test", "no test split", lambda d: drop(d, "test"))
-    case("split_is_list.pkl", "train", "train is a list of per-sample dicts", lambda d: d.update(train=[{"id": i} for i in d["train"]["id"]]))
+    case(
+        "split_is_list.pkl",
+        "train",
+        "train is a list of per-sample dicts",
+        lambda d: d.update(train=[{"id": i} for i in d["train"]["id"]]),
+    )
     case("missing_audio.pkl", "train/audio", "train has no audio key", lambda d: drop(d["train"], "audio"))
-    case("audio_short.pkl", "train/audio", "train audio has N-1 rows", lambda d: d["train"].update(audio=d["train"]["audio"][:-1]))
-    case("vision_2d.pkl", "train/vision", "vision stored utterance-level (N, D) instead of (N, L, D)",
-         lambda d: d["train"].update(vision=d["train"]["vision"].mean(1)))
+    case(
+        "audio_short.pkl",
+        "train/audio",
+        "train audio has N-1 rows",
+        lambda d: d["train"].update(audio=d["train"]["audio"][:-1]),
+    )
+    case(
+        "vision_2d.pkl",
+        "train/vision",
+        "vision stored utterance-level (N, D) instead of (N, L, D)",
+        lambda d: d["train"].update(vision=d["train"]["vision"].mean(1)),
+    )
 
     def nan_vision(d: dict) -> None:
         d["valid"]["vision"][1, 0, 2] = np.nan
@@ -239,13 +298,27 @@ def add_mmsa_layout(corpus: Corpus, mosi: dict, sims: dict) -> None:
     def label(split: str, row: int, value: float):
         def edit(d: dict) -> None:
             d[split]["regression_labels"][row] = value
+
         return edit
 
-    case("mosi_label_out_of_range.pkl", "train/labels", "a MOSI score of 4.5 (scale is [-3, 3])", label("train", 3, 4.5))
-    case("sims_label_out_of_range.pkl", "test/labels", "a SIMS score of -1.8 (scale is [-1, 1])", label("test", 0, -1.8), sims, "sims")
+    case(
+        "mosi_label_out_of_range.pkl", "train/labels", "a MOSI score of 4.5 (scale is [-3, 3])", label("train", 3, 4.5)
+    )
+    case(
+        "sims_label_out_of_range.pkl",
+        "test/labels",
+        "a SIMS score of -1.8 (scale is [-1, 1])",
+        label("test", 0, -1.8),
+        sims,
+        "sims",
+    )
     case("mosi_labels_nan.pkl", "valid/labels", "a NaN label in valid", label("valid", 2, np.nan))
-    case("string_labels.pkl", "train/regression_labels", "labels stored as words ('positive', ...)",
-         lambda d: d["train"].update(regression_labels=d["train"]["annotations"].copy()))
+    case(
+        "string_labels.pkl",
+        "train/regression_labels",
+        "labels stored as words ('positive', ...)",
+        lambda d: d["train"].update(regression_labels=d["train"]["annotations"].copy()),
+    )
 
     def duplicate_id(d: dict) -> None:
         d["train"]["id"][4] = d["train"]["id"][1]
@@ -271,10 +344,18 @@ def add_mmsa_layout(corpus: Corpus, mosi: dict, sims: dict) -> None:
         d["test"]["audio_lengths"][1] = d["test"]["audio"].shape[1] + 5
 
     case("audio_lengths_too_long.pkl", "test/audio_lengths", "audio_lengths larger than the sequence", long_lengths)
-    case("text_bert_two_channels.pkl", "train/text_bert", "text_bert (N, 2, L): segment ids dropped",
-         lambda d: d["train"].update(text_bert=d["train"]["text_bert"][:, :2]))
-    case("vision_width_differs.pkl", "test/vision", "test vision has 3 features, train 4",
-         lambda d: d["test"].update(vision=d["test"]["vision"][:, :, :3].copy()))
+    case(
+        "text_bert_two_channels.pkl",
+        "train/text_bert",
+        "text_bert (N, 2, L): segment ids dropped",
+        lambda d: d["train"].update(text_bert=d["train"]["text_bert"][:, :2]),
+    )
+    case(
+        "vision_width_differs.pkl",
+        "test/vision",
+        "test vision has 3 features, train 4",
+        lambda d: d["test"].update(vision=d["test"]["vision"][:, :, :3].copy()),
+    )
 
 
 def add_mult(corpus: Corpus, mosi: dict, iemocap: dict) -> None:
@@ -287,9 +368,30 @@ def add_mult(corpus: Corpus, mosi: dict, iemocap: dict) -> None:
         for split in d.values():
             split["labels"] = split["labels"][:, :1, :1].astype(np.float32)
 
-    case("mult_iemocap_score_labels.pkl", "iemocap", "train/labels", "MulT IEMOCAP file with (N, 1, 1) score labels", iemocap, score_labels)
-    case("mult_mosi_emotion_labels.pkl", "mosi", "train/labels", "MulT IEMOCAP-style (N, 4, 2) labels loaded as mosi", iemocap, lambda d: None)
-    case("mult_missing_vision.pkl", "mosi", "train/vision", "MulT file without vision", mosi, lambda d: drop(d["train"], "vision"))
+    case(
+        "mult_iemocap_score_labels.pkl",
+        "iemocap",
+        "train/labels",
+        "MulT IEMOCAP file with (N, 1, 1) score labels",
+        iemocap,
+        score_labels,
+    )
+    case(
+        "mult_mosi_emotion_labels.pkl",
+        "mosi",
+        "train/labels",
+        "MulT IEMOCAP-style (N, 4, 2) labels loaded as mosi",
+        iemocap,
+        lambda d: None,
+    )
+    case(
+        "mult_missing_vision.pkl",
+        "mosi",
+        "train/vision",
+        "MulT file without vision",
+        mosi,
+        lambda d: drop(d["train"], "vision"),
+    )
 
     def nan_label(d: dict) -> None:
         d["test"]["labels"][1, 0, 0] = np.nan
@@ -311,18 +413,51 @@ def add_label_csv(corpus: Corpus, label_csv: str) -> None:
     def set_cell(row: int, column: int, value: str):
         def edit(rows: list[list[str]]) -> None:
             rows[row][column] = value
+
         return edit
 
-    corpus.csv_dir("csv_empty_text", "mosi", "text", "a segment with an empty transcript", edit_csv(label_csv, set_cell(3, 2, "")))
-    corpus.csv_dir("csv_unknown_mode", "mosi", "mode", "mode 'holdout' instead of valid", edit_csv(label_csv, set_cell(8, 4, "holdout")))
-    corpus.csv_dir("csv_label_not_number", "mosi", "label", "label 'positive' instead of a score", edit_csv(label_csv, set_cell(2, 3, "positive")))
-    corpus.csv_dir("csv_label_decimal_comma", "mosi", "label", "label '1,2' written with a decimal comma", edit_csv(label_csv, set_cell(2, 3, "1,2")))
-    corpus.csv_dir("csv_label_out_of_range", "mosi", "label", "label 6.0 outside MOSI's [-3, 3]", edit_csv(label_csv, set_cell(5, 3, "6.0")))
+    corpus.csv_dir(
+        "csv_empty_text", "mosi", "text", "a segment with an empty transcript", edit_csv(label_csv, set_cell(3, 2, ""))
+    )
+    corpus.csv_dir(
+        "csv_unknown_mode",
+        "mosi",
+        "mode",
+        "mode 'holdout' instead of valid",
+        edit_csv(label_csv, set_cell(8, 4, "holdout")),
+    )
+    corpus.csv_dir(
+        "csv_label_not_number",
+        "mosi",
+        "label",
+        "label 'positive' instead of a score",
+        edit_csv(label_csv, set_cell(2, 3, "positive")),
+    )
+    corpus.csv_dir(
+        "csv_label_decimal_comma",
+        "mosi",
+        "label",
+        "label '1,2' written with a decimal comma",
+        edit_csv(label_csv, set_cell(2, 3, "1,2")),
+    )
+    corpus.csv_dir(
+        "csv_label_out_of_range",
+        "mosi",
+        "label",
+        "label 6.0 outside MOSI's [-3, 3]",
+        edit_csv(label_csv, set_cell(5, 3, "6.0")),
+    )
 
     def duplicate(rows: list[list[str]]) -> None:
         rows.insert(3, list(rows[1]))
 
-    corpus.csv_dir("csv_duplicate_segment", "mosi", "video_id,clip_id", "the same (video_id, clip_id) twice", edit_csv(label_csv, duplicate))
+    corpus.csv_dir(
+        "csv_duplicate_segment",
+        "mosi",
+        "video_id,clip_id",
+        "the same (video_id, clip_id) twice",
+        edit_csv(label_csv, duplicate),
+    )
 
     def drop_label(rows: list[list[str]]) -> None:
         for row in rows:
@@ -346,7 +481,13 @@ def add_label_csv(corpus: Corpus, label_csv: str) -> None:
             if i == 4:
                 row[4] = "1.6"
 
-    corpus.csv_dir("sims_label_T_out_of_range", "sims", "label_T", "SIMS label.csv with label_T = 1.6 (scale [-1, 1])", edit_csv(label_csv, sims))
+    corpus.csv_dir(
+        "sims_label_T_out_of_range",
+        "sims",
+        "label_T",
+        "SIMS label.csv with label_T = 1.6 (scale [-1, 1])",
+        edit_csv(label_csv, sims),
+    )
 
 
 def add_csd(corpus: Corpus, good: dict) -> None:
@@ -363,9 +504,18 @@ def add_csd(corpus: Corpus, good: dict) -> None:
         feats, ivs = files[audio][1][first_video]
         files[audio][1][first_video] = (feats, ivs[:-3])
 
-    case("csd_intervals_features_differ", f"data/{first_video}/intervals", "COVAREP .csd: a video has 3 fewer intervals than feature rows", short_intervals)
-    case("csd_not_hdf5", "file", "COVAREP .csd is an HTML error page saved by a browser",
-         lambda f: f.update({audio: b"<html><body><h1>404 Not Found</h1></body></html>\n"}))
+    case(
+        "csd_intervals_features_differ",
+        f"data/{first_video}/intervals",
+        "COVAREP .csd: a video has 3 fewer intervals than feature rows",
+        short_intervals,
+    )
+    case(
+        "csd_not_hdf5",
+        "file",
+        "COVAREP .csd is an HTML error page saved by a browser",
+        lambda f: f.update({audio: b"<html><body><h1>404 Not Found</h1></body></html>\n"}),
+    )
 
     def labels_disagree(files: dict) -> None:
         feats, ivs = files[labels][1][first_video]
@@ -373,7 +523,12 @@ def add_csd(corpus: Corpus, good: dict) -> None:
         feats[1, 0] += 1.0
         files[labels][1][first_video] = (feats, ivs)
 
-    case("csd_labels_disagree", f"data/{first_video}/features", "labels .csd score differs from label.csv by 1.0", labels_disagree)
+    case(
+        "csd_labels_disagree",
+        f"data/{first_video}/features",
+        "labels .csd score differs from label.csv by 1.0",
+        labels_disagree,
+    )
     case("csd_without_labels", "*Labels*.csd", "feature .csd files but no labels .csd", lambda f: drop(f, labels))
 
     def nan_audio(files: dict) -> None:
@@ -383,9 +538,24 @@ def add_csd(corpus: Corpus, good: dict) -> None:
         files[audio][1][first_video] = (feats, ivs)
 
     case("csd_nan_features", f"data/{first_video}/features", "COVAREP .csd with a NaN feature", nan_audio)
-    case("csd_two_audio_files", "audio", "two audio .csd (COVAREP and OpenSMILE)", lambda f: f.update({"CMU_MOSI_openSMILE_IS09.csd": f[audio]}))
-    case("csd_unknown_name", "file name", "a feature .csd whose name gives no modality", lambda f: f.update({"CMU_MOSI_extra.csd": f.pop(audio)}))
-    case("csd_labels_missing_video", f"data/{first_video}", "labels .csd lacks a video of label.csv", lambda f: drop(f[labels][1], first_video))
+    case(
+        "csd_two_audio_files",
+        "audio",
+        "two audio .csd (COVAREP and OpenSMILE)",
+        lambda f: f.update({"CMU_MOSI_openSMILE_IS09.csd": f[audio]}),
+    )
+    case(
+        "csd_unknown_name",
+        "file name",
+        "a feature .csd whose name gives no modality",
+        lambda f: f.update({"CMU_MOSI_extra.csd": f.pop(audio)}),
+    )
+    case(
+        "csd_labels_missing_video",
+        f"data/{first_video}",
+        "labels .csd lacks a video of label.csv",
+        lambda f: drop(f[labels][1], first_video),
+    )
 
     def truncated(files: dict) -> None:
         scratch = Path(tempfile.mkdtemp(prefix="bad_inputs_csd_"))
@@ -400,7 +570,9 @@ def add_csd(corpus: Corpus, good: dict) -> None:
 
 
 def add_other(corpus: Corpus, label_csv: str) -> None:
-    directory = corpus.add("no_accepted_files", "mosi", "mosi", "a directory with none of the accepted file names (labels.csv, notes.txt)")
+    directory = corpus.add(
+        "no_accepted_files", "mosi", "mosi", "a directory with none of the accepted file names (labels.csv, notes.txt)"
+    )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "labels.csv").write_text(label_csv, encoding="utf-8")
     (directory / "notes.txt").write_text("CMU-MOSI, downloaded 2021\n", encoding="utf-8")
@@ -411,10 +583,20 @@ def add_other(corpus: Corpus, label_csv: str) -> None:
     rows = list(csv.reader(io.StringIO(label_csv)))[1:]
     for i, row in enumerate(rows):
         table += f"{row[0]},{row[1]},{0.1 * i:.1f},{'nan' if i == 4 else '0.5'},0.2\n"
-    directory = corpus.csv_dir("feature_table_nan", "mosi", "audio_1", "utterance_features.csv with 'nan' in audio_1", label_csv)
+    directory = corpus.csv_dir(
+        "feature_table_nan", "mosi", "audio_1", "utterance_features.csv with 'nan' in audio_1", label_csv
+    )
     (directory / "utterance_features.csv").write_text(table, encoding="utf-8")
-    directory = corpus.csv_dir("feature_table_missing_segment", "mosi", "video_id,clip_id", "utterance_features.csv lacks a labelled segment", label_csv)
-    (directory / "utterance_features.csv").write_text("".join(table.replace("nan", "0.4").splitlines(keepends=True)[:-1]), encoding="utf-8")
+    directory = corpus.csv_dir(
+        "feature_table_missing_segment",
+        "mosi",
+        "video_id,clip_id",
+        "utterance_features.csv lacks a labelled segment",
+        label_csv,
+    )
+    (directory / "utterance_features.csv").write_text(
+        "".join(table.replace("nan", "0.4").splitlines(keepends=True)[:-1]), encoding="utf-8"
+    )
 
 
 def main(argv: list[str] | None = None) -> Path:
