@@ -34,45 +34,36 @@ def main() -> None:
     import yaml
 
     from ray_msa.data import load_dataset
-    from ray_msa.models.image_text import prepare_post_text
-    from ray_msa.search_space import load_space, load_start
+    from ray_msa.search_space import load_space
     from ray_msa.train.loop import WorkerContext, run_cross_validation
+    from ray_msa.trial import RunContext
 
     # Every cell trains the search space's start configuration for its encoder (learning rates differ), so
     # cells of one encoder differ only in their fusion.
-    fixed, _ = load_space("image_text")
-    starts = load_start("image_text")
-    base = {**fixed, "arch": "image_text", "metric": "Acc", "seed": 0}
-    if args.epochs:
-        base["max_epochs"] = args.epochs
-    for item in args.set:
+    space = load_space("image_text")
+    flags = {"metric": "Acc", "seed": 0, "folds": args.folds, **({"max_epochs": args.epochs} if args.epochs else {})}
+    overrides = {}
+    for item in args.set:  # training or model settings; the config types read YAML 1.1's "1e-3" as a number
         key, _, value = item.partition("=")
-        value = yaml.safe_load(value)
-        try:  # YAML 1.1 reads "1e-3" as a string
-            value = float(value) if isinstance(value, str) else value
-        except ValueError:
-            pass
-        base[key] = value
-
-    dataset = prepare_post_text(load_dataset("mvsa", args.data))
+        overrides[key] = yaml.safe_load(value)
+    cells = [
+        space.build({**space.start_for(encoder=encoder), "encoder": encoder, "fusion": fusion, **overrides}, flags)
+        for encoder in args.encoders.split(",")
+        for fusion in args.fusions.split(",")
+    ]
+    dataset = cells[0].spec.prepare_text(load_dataset("mvsa", args.data), cells[0].text)
     print(dataset.summary(), flush=True)
     rows = []
-    for encoder in args.encoders.split(","):
-        for fusion in args.fusions.split(","):
-            started = time.perf_counter()
-            start = next((s for s in starts if s.get("encoder") == encoder), starts[0] if starts else {})
-            config = {
-                **start,
-                **base,
-                "encoder": encoder,
-                "fusion": fusion,
-                "folds": args.folds,
-                "trial_name": f"{encoder}/{fusion}",
-            }
-            s = run_cross_validation(config, dataset, lambda m, state: None, WorkerContext())
-            rows.append((encoder, fusion, s, time.perf_counter() - started))
+    for trial in cells:
+        started = time.perf_counter()
+        name = f"{trial.model.encoder}/{trial.model.fusion}"
+        s = run_cross_validation(
+            trial, dataset, lambda m, state: None, WorkerContext(), run=RunContext(trial_name=name)
+        )
+        rows.append((trial.model.encoder, trial.model.fusion, s, time.perf_counter() - started))
+    base = cells[0].train
     print(
-        f"\nat most {base['max_epochs']} epochs per fold, patience {base['patience']}"
+        f"\nat most {base.max_epochs} epochs per fold, patience {base.patience}"
         + "".join(f"; {item}" for item in args.set)
     )
     print(f"| encoder | fusion | accuracy ({args.folds}-fold) | weighted F1 | minutes |\n|---|---|---|---|---|")

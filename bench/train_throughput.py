@@ -27,23 +27,26 @@ def bench_worker(config: dict) -> None:
     import torch
 
     from ray_msa.data.folds import development_pool
-    from ray_msa.train.loop import _quiet_ray_train, _ray_context, new_engine, train_epoch
+    from ray_msa.train.loop import new_engine, train_epoch
+    from ray_msa.train.workers import quiet_ray_train, ray_context
 
-    _quiet_ray_train()
+    quiet_ray_train()
     started = time.time()
-    torch.set_num_threads(config["threads"])
-    dataset = ray.get(config["dataset_ref"][0])
-    ctx = _ray_context()
+    trial, run = config["trial"], config["run"]
+    torch.set_num_threads(run.threads)
+    dataset = ray.get(run.dataset_ref[0])
+    ctx = ray_context()
     pool = development_pool(dataset)
     index = np.arange(len(pool))
-    engine = new_engine(config, dataset, pool, index, 0, ctx)
-    train_epoch(engine, pool, index, config, [0, 0, 0], ctx)  # warm-up (DeepSpeed, allocator)
+    engine = new_engine(trial, dataset, pool, index, 0, ctx)
+    batch_size, epochs = trial.train.batch_size, trial.train.max_epochs
+    train_epoch(engine, pool, index, batch_size, [0, 0, 0], ctx)  # warm-up (DeepSpeed, allocator)
     t0 = time.perf_counter()
-    for epoch in range(config["max_epochs"]):
-        train_epoch(engine, pool, index, config, [0, 0, epoch + 1], ctx)
+    for epoch in range(epochs):
+        train_epoch(engine, pool, index, batch_size, [0, 0, epoch + 1], ctx)
     seconds = time.perf_counter() - t0
     metrics = {
-        "samples_per_s": config["max_epochs"] * len(index) / seconds,
+        "samples_per_s": epochs * len(index) / seconds,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "loop_started": started,
         "loop_ended": time.time(),
@@ -182,10 +185,12 @@ def main() -> None:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from ray_msa.config import TextConfig
     from ray_msa.search_space import load_space
     from ray_msa.study import default_storage, plan_resources
+    from ray_msa.trial import RunContext
 
-    fixed, _ = load_space(args.arch)
+    space = load_space(args.arch)
     dataset = load(args.data, args.text)
     if args.vs_mmsa:
         versus_mmsa_mult(dataset, args.vs_mmsa, threads=os.cpu_count() or 1)
@@ -195,22 +200,17 @@ def main() -> None:
     ray.init(log_to_driver=True, logging_level="WARNING")
     dataset_ref = [ray.put(dataset)]
     total = ray.cluster_resources()["CPU"]
-    hyper = {"heads": 4, "ffn": 256, "dropout": 0.2, "alpha": 1.0, "beta": 0.5, "gamma": 0.5, "lr": 1e-3}
     rows = []
     for engine in engines:
         for workers in map(int, args.workers.split(",")):
             per_worker, threads, _ = plan_resources(total, workers, None)
-            config = {
-                **fixed,
-                **hyper,
-                "arch": args.arch,
-                "engine": engine,
-                "batch_size": args.batch_size,
-                "max_epochs": args.epochs,
-                "threads": threads,
-                "dataset_ref": dataset_ref,
-                "finetune_text": args.text == "finetune",
-            }
+            # the space's start configuration, else every sampled setting at its default (mtl: 4 heads, lr 1e-3, ...)
+            trial = space.build(
+                space.start_for(),
+                {"engine": engine, "batch_size": args.batch_size, "max_epochs": args.epochs},
+                TextConfig(mode=args.text),
+            )
+            config = {"trial": trial, "run": RunContext(trial_name="bench", dataset_ref=dataset_ref, threads=threads)}
             fit_started = time.time()
             result = TorchTrainer(
                 bench_worker,

@@ -18,14 +18,22 @@ from pathlib import Path
 
 import numpy as np
 
+import mlflow
+import mlflow.pytorch
+import torch
+from mlflow.exceptions import MlflowException
+
+from ray_msa.config import TextConfig
+from ray_msa.data.sources import load_dataset
 from ray_msa.errors import InputError, exit_on_input_error
+from ray_msa.models import get_spec
+from ray_msa.tracking import default_tracking_uri
+from ray_msa.train.batches import batches, in_order
+from ray_msa.trial import TrialConfig
 
 
 def resolve_model(model: str, tracking_uri: str) -> tuple[str, dict]:
     """(model URI, model_spec.json of the run that logged it)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     mlflow.set_tracking_uri(tracking_uri)
     try:
         if model.startswith("models:/m-"):
@@ -57,6 +65,14 @@ def resolve_model(model: str, tracking_uri: str) -> tuple[str, dict]:
     return uri, spec
 
 
+def stored_text(spec: dict) -> TextConfig:
+    """The text input the model was trained with, from its resolved configuration (older
+    records kept only the text model's name)."""
+    if "config" in spec:
+        return TrialConfig.from_dict(spec["config"]).text
+    return TextConfig(model=spec.get("model_config", {}).get("text_model", "minilm"))
+
+
 def check_spec(model: str, spec: dict) -> None:
     task = spec.get("task", "classes" if spec.get("dataset") == "mvsa" else "score")
     if task != "classes":
@@ -71,15 +87,11 @@ def check_spec(model: str, spec: dict) -> None:
 
 def predict_posts(model, dataset, split: str, batch_size: int = 64) -> np.ndarray:
     """Class ids for every post of `split`, in file order."""
-    import torch
-
-    from ray_msa.train.batches import batches, in_order
-
     part = dataset.splits[split]
     model.eval()
     with torch.inference_mode():
         logits = [
-            model(batch).score.float().numpy()
+            model(batch).prediction.float().numpy()
             for batch in batches(part, in_order(np.arange(len(part)), batch_size), model.inputs())
         ]
     return np.concatenate(logits).argmax(-1)
@@ -103,16 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import mlflow.pytorch
-
-    from ray_msa.data import load_dataset
-    from ray_msa.models.image_text import prepare_post_text
-    from ray_msa.tracking import default_tracking_uri
-
     uri, spec = resolve_model(args.model, args.tracking_uri or default_tracking_uri())
     check_spec(args.model, spec)
     dataset = load_dataset("mvsa", args.data)
-    dataset = prepare_post_text(dataset, spec["model_config"].get("text_model", "minilm"))
+    dataset = get_spec(spec["arch"]).prepare_text(dataset, stored_text(spec))
     model = mlflow.pytorch.load_model(uri, map_location="cpu")
     part = dataset.splits[args.split]
     if not len(part):

@@ -14,11 +14,20 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from ray_msa.config import TextConfig
+from ray_msa.data.dataset import MSADataset
+from ray_msa.data.sources import load_dataset, task_of
 from ray_msa.errors import InputError, exit_on_input_error
 from ray_msa.metrics import ALL_METRICS, DEFAULT_METRIC, METRIC_SETS
-
-DEFAULT_ARCH = {"score": "mtl", "emotions": "mult", "classes": "image_text"}
+from ray_msa.models import check_task, default_arch, get_spec
+from ray_msa.search_space import load_space
+from ray_msa.study import StudyInterrupted, StudySettings, default_storage, find_study, results_table, run_study
+from ray_msa.tracking import default_tracking_uri, redact
+from ray_msa.train.engine import deepspeed_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,73 +98,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="MLflow tracking URI (default sqlite under ./mlruns)",
     )
     parser.add_argument("--storage", help="Ray results/checkpoints directory (default ./ray_results)")
-    parser.add_argument("--space", help="search-space YAML (default tune_spaces/<arch>.yaml)")
+    parser.add_argument("--space", help="search-space YAML (default: the shipped ray_msa/spaces/<arch>.yaml)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
 
-@exit_on_input_error
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    resume = None
-    if args.resume:
-        from ray_msa.study import default_storage, find_study
-
-        storage = args.storage or default_storage()
-        resume = find_study(storage, args.dataset, None if args.resume == "latest" else args.resume)
-        argv = [*resume["command"], "--storage", storage]
-        args = parse_args(argv)
-        from ray_msa.tracking import redact
-
-        print(f"resuming study {resume['study_name']}: {redact(' '.join(resume['command']))}", flush=True)
-    if args.text_model == "minilm":  # the bundled model never needs the hub
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from ray_msa.data import load_dataset
-    from ray_msa.data.text import prepare_text
-    from ray_msa.models import ARCHITECTURES, check_task
-    from ray_msa.models.image_text import prepare_post_text
-    from ray_msa.search_space import load_space, load_start
-    from ray_msa.study import StudyInterrupted, StudySettings, default_storage, results_table, run_study
-    from ray_msa.tracking import default_tracking_uri, redact
-
-    if args.arch is not None and args.arch not in ARCHITECTURES:
-        raise InputError("--arch", args.arch, "unknown architecture", f"use one of {', '.join(sorted(ARCHITECTURES))}")
-    for flag, value in (
-        ("--trials", args.trials),
-        ("--folds", args.folds),
-        ("--workers", args.workers),
-        ("--epochs", args.epochs or 1),
+def _check_counts(args: argparse.Namespace) -> None:
+    for flag, value, least in (
+        ("--trials", args.trials, 1),
+        ("--folds", args.folds, 2),
+        ("--workers", args.workers, 1),
+        ("--epochs", args.epochs or 1, 1),
     ):
-        if value < (2 if flag == "--folds" else 1):
-            raise InputError(flag, str(value), "too small", f"use {flag} {'2' if flag == '--folds' else '1'} or more")
-    dataset = load_dataset(args.dataset, args.data)
-    args.arch = args.arch or DEFAULT_ARCH[dataset.task]
-    check_task(args.arch, dataset.task)
-    if ARCHITECTURES[args.arch].needs_token_ids and args.text != "finetune":
-        print(f"{args.arch} runs the language model inside the network: using --text finetune")
-        args.text = "finetune"
-    fixed, space = load_space(args.arch, args.space)
-    if args.epochs:
-        fixed["max_epochs"] = args.epochs
-    fixed["text_model"] = args.text_model
-    fixed["finetune_text"] = args.text == "finetune"
-    if args.text == "frozen" and dataset.splits["train"].raw_text is None and dataset.splits["train"].text_ids is None:
-        print(f"{dataset.source} has text features but no transcripts: using --text features")
-        args.text = "features"
-        fixed["finetune_text"] = False
-    if args.arch == "image_text":  # reads token ids and the LM's top-layer inputs, whatever --text says
-        dataset = prepare_post_text(dataset, args.text_model)
-    else:
-        dataset = prepare_text(dataset, args.text, args.text_model)
-    metric = args.metric or DEFAULT_METRIC[dataset.metric_set]
-    if metric not in METRIC_SETS[dataset.metric_set]:
-        raise InputError(
-            "--metric",
-            metric,
-            f"not a metric of {args.dataset}",
-            f"use one of {', '.join(METRIC_SETS[dataset.metric_set])}",
-        )
+        if value < least:
+            raise InputError(flag, str(value), "too small", f"use {flag} {least} or more")
+
+
+def _check_folds(dataset: MSADataset, folds: int) -> None:
     videos = len(set(dataset.splits["train"].video_ids) | set(dataset.splits["valid"].video_ids))
     if videos == 0:
         raise InputError(
@@ -164,42 +123,83 @@ def main(argv: list[str] | None = None) -> int:
             "no labelled samples to tune on",
             "add the labelled split (train.txt for image+text posts)",
         )
-    if args.folds > videos:
+    if folds > videos:
         raise InputError(
             "--folds",
-            str(args.folds),
+            str(folds),
             f"more folds than the {videos} videos of train+valid",
             f"use --folds {videos} or fewer",
         )
-    budget = fixed.pop("time_budget_min", None)  # a study setting, not a trial's
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Training settings the command line sets (they override the space file's `train:`)."""
+    flags: dict[str, Any] = {"folds": args.folds, "seed": args.seed}
+    if args.epochs:
+        flags["max_epochs"] = args.epochs
+    if args.metric:
+        flags["metric"] = args.metric
     if args.deepspeed_config:
-        import torch
-
-        from ray_msa.train.engine import deepspeed_config
-
         deepspeed_config(
             32, 1, 1.0, 0, torch.device("cpu"), args.deepspeed_config
         )  # a bad file fails here, not in every worker
-        fixed["deepspeed_config"] = str(Path(args.deepspeed_config).resolve())
+        flags["deepspeed_config"] = str(Path(args.deepspeed_config).resolve())
+    return flags
+
+
+@exit_on_input_error
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    resume = None
+    if args.resume:
+        storage = args.storage or default_storage()
+        resume = find_study(storage, args.dataset, None if args.resume == "latest" else args.resume)
+        argv = [*resume["command"], "--storage", storage]
+        args = parse_args(argv)
+        print(f"resuming study {resume['study_name']}: {redact(' '.join(resume['command']))}", flush=True)
+    if args.text_model == "minilm":  # the bundled model never needs the hub
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _check_counts(args)
+    task = task_of(args.dataset)
+    arch = args.arch or default_arch(task)
+    spec = get_spec(arch)
+    check_task(arch, task)
+    if spec.text_mode(args.text) != args.text:
+        print(f"{arch} reads its text one way only: using --text {spec.text_mode(args.text)}")
+    text = TextConfig(mode=spec.text_mode(args.text), model=args.text_model)
+    space = load_space(arch, args.space)  # every setting checked before any data is read or Ray starts
+    flags = _flags(args)
+    space.build(None, flags, text)
+    dataset = load_dataset(args.dataset, args.data)
+    no_transcripts = dataset.splits["train"].raw_text is None and dataset.splits["train"].text_ids is None
+    if text.mode == "frozen" and no_transcripts:
+        print(f"{dataset.source} has text features but no transcripts: using --text features")
+        text = text.replace(mode="features")
+    dataset = spec.prepare_text(dataset, text)
+    metric = args.metric or DEFAULT_METRIC[dataset.metric_set]
+    if metric not in METRIC_SETS[dataset.metric_set]:
+        raise InputError(
+            "--metric",
+            metric,
+            f"not a metric of {args.dataset}",
+            f"use one of {', '.join(METRIC_SETS[dataset.metric_set])}",
+        )
+    _check_folds(dataset, args.folds)
     settings = StudySettings(
-        arch=args.arch,
         dataset=args.dataset,
+        space=space,
         trials=args.trials,
-        folds=args.folds,
         workers=args.workers,
-        engine=args.engine,
-        seed=args.seed,
-        metric=metric,
         tracking_uri=args.tracking_uri or default_tracking_uri(),
         storage=args.storage or default_storage(),
-        fixed=fixed,
-        space=space,
+        flags={**flags, "metric": metric},
+        text=text,
+        engine=args.engine,
         cpus_per_worker=args.cpus_per_worker,
         use_gpu=args.gpu,
-        text_mode=args.text,
-        start=load_start(args.arch, args.space),
         concurrent=args.concurrent,
-        time_budget_min=args.time_budget or budget,
+        time_budget_min=args.time_budget or space.study.time_budget_min,
         command=[a for a in argv if a != "--resume"],
     )
     try:
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     print()
-    print(f"{args.arch} on {args.dataset}: {result.trials} trials x {args.folds} folds in {result.wall_s / 60:.1f} min")
+    print(f"{arch} on {args.dataset}: {result.trials} trials x {args.folds} folds in {result.wall_s / 60:.1f} min")
     print(results_table(result, METRIC_SETS[dataset.metric_set]))
     print(f"best configuration: {result.best_config}")
     overhead, trial_wall = result.ray_overhead_s

@@ -230,25 +230,22 @@ def test_no_secret_reaches_parameters():
 # ---- multi-node, killed worker, interrupted study (Ray) ----------------------------------
 
 
-def _study_settings(tmp_path: Path, **overrides):
+def _study_settings(tmp_path: Path, train: dict | None = None, **overrides):
+    import dataclasses
+
     from ray_msa.search_space import load_space
     from ray_msa.study import StudySettings
 
-    fixed, space = load_space("lf_dnn")
-    fixed = {**fixed, "max_epochs": 1, "batch_size": 64}
+    space = load_space("lf_dnn")
+    space = dataclasses.replace(space, train={**space.train, "max_epochs": 1, "batch_size": 64, **(train or {})})
     base = dict(
-        arch="lf_dnn",
         dataset="mosi",
+        space=space,
         trials=1,
-        folds=2,
         workers=1,
-        engine=None,
-        seed=0,
-        metric="MAE",
+        flags={"folds": 2, "seed": 0, "metric": "MAE"},
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
         storage=str(tmp_path / "ray_results"),
-        fixed=fixed,
-        space=space,
     )
     return StudySettings(**{**base, **overrides})
 
@@ -308,8 +305,7 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     from ray_msa.study import run_study
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    settings = _study_settings(tmp_path, max_failures=2)
-    settings.fixed.update(max_epochs=6, patience=6, checkpoint_every=1)
+    settings = _study_settings(tmp_path, train=dict(max_epochs=6, patience=6, checkpoint_every=1), max_failures=2)
     killed: list[int] = []
 
     def kill_after_second_epoch() -> None:

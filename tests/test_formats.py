@@ -18,11 +18,11 @@ from ray_msa.data.synthetic_files import MULT_SHAPES, _synthetic, write_csd_file
 from ray_msa.data.text import prepare_text
 from ray_msa.errors import InputError
 from ray_msa.metrics import METRIC_SETS
+from ray_msa.search_space import trial_config
 from ray_msa.train.loop import WorkerContext, run_cross_validation, run_final_training
 
 SIZES = (24, 8, 10)
-ONE_EPOCH = dict(
-    arch="lf_lstm",
+ONE_EPOCH = dict(  # training settings and the final refit
     folds=2,
     seed=0,
     max_epochs=1,
@@ -41,7 +41,7 @@ def train_and_evaluate(dataset, arch: str = "lf_lstm") -> dict[str, float]:
         "mult": dict(dim=10, heads=2, layers=1),
         "mtl": {},
     }[arch]
-    config = {**ONE_EPOCH, "arch": arch, **model}
+    config = trial_config(arch, {**ONE_EPOCH, **model})
     summary = run_cross_validation(config, dataset, lambda m, s: None, WorkerContext())
     test, _ = run_final_training(config, dataset, WorkerContext())
     names = METRIC_SETS[dataset.metric_set]
@@ -140,7 +140,7 @@ def test_small_arrays_stay_resident_and_both_reads_agree(tmp_path, monkeypatch):
 
 def test_a_node_without_the_cache_converts_its_own_copy(tmp_path):
     """A worker on another machine gets the dataset from the driver, but not its HDF5 file."""
-    from ray_msa.data.h5cache import ensure_cache_on_this_node
+    from ray_msa.data.sources import ensure_cache_on_this_node
 
     write_mmsa_pickle(tmp_path / "src", "mosei", "unaligned", SIZES)
     dataset = load_dataset("mosei", tmp_path / "src")

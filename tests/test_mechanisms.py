@@ -5,6 +5,7 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 
+from ray_msa.config import TrainConfig
 from ray_msa.data.synthetic import make_synthetic
 from ray_msa.models import build_model
 from ray_msa.train.batches import batches, in_order
@@ -22,11 +23,8 @@ def test_b_fusion_lowers_the_dominant_modality_weight():
     ds = dominated_by_text()
     split = ds.splits["train"]
     model = build_model("awf", ds.modalities, ds.feature_dims(), AWF)
-    engine = make_engine("ddp", model, {"lr": 2e-3}, torch.device("cpu"))
-    config = {"batch_size": 16}
-    logged = [
-        train_epoch(engine, split, np.arange(len(split)), config, [0, 0, epoch], WorkerContext()) for epoch in range(3)
-    ]
+    engine = make_engine(model, TrainConfig(lr=2e-3), torch.device("cpu"))
+    logged = [train_epoch(engine, split, np.arange(len(split)), 16, [0, 0, epoch], WorkerContext()) for epoch in range(3)]
     omega = dict(zip(ds.modalities, model.balancer.omega.tolist()))
     assert omega["text"] < 1.0 < min(omega["audio"], omega["vision"]), omega
     assert logged[-1]["train_grad_T"] > logged[-1]["train_grad_A"]  # text had the larger gradients

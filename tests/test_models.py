@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ray_msa.config import TextConfig
 from ray_msa.data.synthetic import make_synthetic
 from ray_msa.models import build_model
 from ray_msa.train.batches import batches, in_order
@@ -21,7 +22,7 @@ def test_mtl_output_and_loss():
     model = build_model("mtl", ds.modalities, ds.feature_dims(), HP)
     b = batch_of(ds)
     out = model(b)
-    assert out.score.shape == (6,) and out.extras["polarity_logit"].shape == (6,)
+    assert out.prediction.shape == (6,) and out.extras["polarity_logit"].shape == (6,)
     loss, parts = model.loss(out, b)
     assert loss.ndim == 0 and set(parts) == {"loss_score", "loss_polarity", "loss_intensity"}
     loss.backward()
@@ -43,7 +44,7 @@ def test_sequences_shorter_than_the_kernel(length):
     ds = make_synthetic(sizes=(8, 4, 4), shapes={"text": (length, 16), "audio": (length, 8), "vision": (1, 12)})
     model = build_model("mtl", ds.modalities, ds.feature_dims(), HP)
     out = model(batch_of(ds))
-    assert torch.isfinite(out.score).all()
+    assert torch.isfinite(out.prediction).all()
 
 
 def test_text_only_model_has_one_shared_feature():
@@ -61,7 +62,7 @@ def test_padding_does_not_change_the_prediction():
         k: (torch.cat([v, torch.randn(1, 5, v.shape[-1])], 1) if k in ("text", "audio", "vision") else v)
         for k, v in b.items()
     }
-    torch.testing.assert_close(model(b).score, model(wider).score, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model(b).prediction, model(wider).prediction, rtol=1e-4, atol=1e-5)
 
 
 def test_finetuned_minilm_takes_token_ids():
@@ -70,7 +71,7 @@ def test_finetuned_minilm_takes_token_ids():
     from ray_msa.data.text import prepare_text
 
     ds = prepare_text(make_synthetic(sizes=(8, 4, 4), shapes={"text": (10, 16), "audio": (5, 8)}), "finetune")
-    model = build_model("mtl", ds.modalities, ds.feature_dims(), {**HP, "finetune_text": True})
+    model = build_model("mtl", ds.modalities, ds.feature_dims(), HP, TextConfig(mode="finetune"))
     b = next(batches(ds.splits["train"], in_order(np.arange(4), 4)))
     out = model(b)
     model.loss(out, b)[0].backward()
@@ -98,7 +99,7 @@ def test_baselines_share_the_interface(arch, shapes):
     model = build_model(arch, ds.modalities, ds.feature_dims(), BASELINES[arch])
     b = batch_of(ds)
     out = model(b)
-    assert out.score.shape == (6,) and torch.isfinite(out.score).all()
+    assert out.prediction.shape == (6,) and torch.isfinite(out.prediction).all()
     model.loss(out, b)[0].backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
@@ -113,7 +114,7 @@ def test_padding_values_never_change_outputs(arch):
     for m in ("text", "audio", "vision"):
         pad = torch.arange(b[m].size(1))[None, :] >= b[f"{m}_lengths"][:, None]
         noisy[m] = torch.where(pad.unsqueeze(-1), 100 * torch.randn_like(b[m]), b[m])
-    torch.testing.assert_close(model(b).score, model(noisy).score, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model(b).prediction, model(noisy).prediction, rtol=1e-4, atol=1e-4)
 
 
 def test_mult_chunked_attention_matches_one_block(monkeypatch):

@@ -14,7 +14,7 @@ import torch
 
 from ray_msa.data.mvsa import TAGS, clean, read_posts
 from ray_msa.errors import InputError
-from ray_msa.models.image_text import MASK_ID, TEXT_TOP_LAYERS, ImageTextClassifier, run_lm_layers, sigmoid_focal_loss
+from ray_msa.models.image_text import MASK_ID, TEXT_TOP_LAYERS, ImageTextClassifier, ImageTextConfig, run_lm_layers, sigmoid_focal_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 MVSA = ROOT.parent / "shared" / "data" / "mvsa_ecnu"
@@ -89,15 +89,20 @@ def test_reader_names_the_guids_it_cannot_use(small_mvsa, tmp_path):
 
 
 def test_efficientnet_lite0_loads_every_weight():
-    from ray_msa.models.efficientnet_lite import EfficientNetLite0, weights_path
+    from ray_msa.pretrained.efficientnet_lite import EfficientNetLite0, weights_path
 
     state = torch.load(weights_path(), map_location="cpu", weights_only=True)
     result = EfficientNetLite0().load_state_dict(state, strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
-    from ray_msa.models.efficientnet_lite import pretrained_efficientnet_lite0
+    from ray_msa.pretrained.efficientnet_lite import pretrained_efficientnet_lite0
 
     with torch.no_grad():
         assert pretrained_efficientnet_lite0().eval()(torch.zeros(1, 3, 224, 224)).shape == (1, 1280, 7, 7)
+
+
+def classifier(**settings) -> ImageTextClassifier:
+    """The classifier on pretrained-feature shapes (MiniLM 384, EfficientNet-Lite0 1280)."""
+    return ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, ImageTextConfig(**settings))
 
 
 def batch(n: int = 4) -> dict[str, torch.Tensor]:
@@ -117,10 +122,7 @@ def batch(n: int = 4) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("encoder", ["pretrained", "scratch"])
 @pytest.mark.parametrize("fusion", ["concat", "cross", "bicross"])
 def test_every_encoder_and_fusion_trains(encoder, fusion):
-    model = ImageTextClassifier(
-        ("text", "vision"),
-        {"text": 384, "vision": 1280},
-        encoder=encoder,
+    model = classifier(encoder=encoder,
         fusion=fusion,
         dim=32,
         heads=4,
@@ -128,7 +130,7 @@ def test_every_encoder_and_fusion_trains(encoder, fusion):
         layers=2,
     )
     out = model(batch())
-    assert out.score.shape == (4, 3)
+    assert out.prediction.shape == (4, 3)
     loss, _ = model.loss(out, batch())
     loss.backward()
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)  # every module is used
@@ -142,8 +144,7 @@ def test_the_models_top_lm_layers_reproduce_the_frozen_lm(tmp_path, monkeypatch)
     ids, mask = tokenize(np.array(["what a lovely sunny day", "so sad and tired tonight, nothing works", "ok"]))
     last, below = embed_frozen(ids, mask), embed_frozen(ids, mask, skip_top=TEXT_TOP_LAYERS)
     assert not np.allclose(last, below)
-    model = ImageTextClassifier(
-        ("text", "vision"), {"text": 384, "vision": 1280}, use="text", dim=32, heads=4, ffn=64
+    model = classifier(use="text", dim=32, heads=4, ffn=64
     ).eval()
     lengths = torch.from_numpy(mask.sum(1))
     states = torch.from_numpy(below)
@@ -155,8 +156,7 @@ def test_the_models_top_lm_layers_reproduce_the_frozen_lm(tmp_path, monkeypatch)
 
 
 def test_text_tune_trains_only_the_top_layers_at_their_own_rate():
-    model = ImageTextClassifier(
-        ("text", "vision"), {"text": 384, "vision": 1280}, dim=32, heads=4, ffn=64, text_tune=1, text_lr=3e-5
+    model = classifier(dim=32, heads=4, ffn=64, text_tune=1, text_lr=3e-5
     )
     model.train()
     frozen, tuned = model.lm_top[:-1], model.lm_top[-1]
@@ -172,20 +172,16 @@ def test_text_tune_trains_only_the_top_layers_at_their_own_rate():
 
 
 def test_text_padding_is_ignored():
-    model = ImageTextClassifier(
-        ("text", "vision"), {"text": 384, "vision": 1280}, fusion="bicross", dim=32, heads=4, ffn=64
+    model = classifier(fusion="bicross", dim=32, heads=4, ffn=64
     ).eval()
     b = batch()
     changed = {**b, "text": b["text"].clone()}
     changed["text"][1, 5:] = 100.0  # beyond sample 1's 5 real tokens
-    assert torch.allclose(model(b).score, model(changed).score, atol=1e-5)
+    assert torch.allclose(model(b).prediction, model(changed).prediction, atol=1e-5)
 
 
 def test_scratch_word_dropout_hides_words_only_while_training():
-    model = ImageTextClassifier(
-        ("text", "vision"),
-        {"text": 384, "vision": 1280},
-        encoder="scratch",
+    model = classifier(encoder="scratch",
         use="text",
         dim=32,
         heads=4,
@@ -200,17 +196,17 @@ def test_scratch_word_dropout_hides_words_only_while_training():
     hidden = seen[-1] == MASK_ID
     assert 0 < hidden.float().mean() < 1 and torch.equal(seen[-1][~hidden], b["text_ids"][~hidden])
     model.eval()
-    assert torch.allclose(model(b).score, model(b).score) and torch.equal(seen[-1], b["text_ids"])
+    assert torch.allclose(model(b).prediction, model(b).prediction) and torch.equal(seen[-1], b["text_ids"])
     assert model.embed.weight.std() < 0.05 and not model.embed.weight[0].any()  # BERT-style init, zero padding row
 
 
 @pytest.mark.parametrize("use", ["image", "text"])
 def test_ablation_variants_use_one_modality(use):
-    model = ImageTextClassifier(("text", "vision"), {"text": 384, "vision": 1280}, use=use, dim=32, heads=4, ffn=64)
+    model = classifier(use=use, dim=32, heads=4, ffn=64)
     b = batch()
     other = {**b, ("text" if use == "image" else "vision"): torch.zeros_like(b["text" if use == "image" else "vision"])}
     model.eval()
-    assert torch.allclose(model(b).score, model(other).score)
+    assert torch.allclose(model(b).prediction, model(other).prediction)
 
 
 def test_focal_loss_reduces_to_binary_cross_entropy_and_down_weights_easy_samples():

@@ -67,7 +67,7 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
     model = mlflow.pytorch.load_model(model_runs[0].model_uri)
     test = prepare_text(load_dataset("mosi"), "frozen").splits["test"]
     batch = next(batches(test, in_order(np.arange(8), 8)))
-    assert model(batch).score.shape == (8,)
+    assert model(batch).prediction.shape == (8,)
     # the comparison table reads the same store
     from ray_msa.compare import collect, render
 

@@ -10,10 +10,10 @@ import torch.distributed as dist
 
 from ray_msa.data.folds import development_pool, group_folds
 from ray_msa.data.synthetic import make_synthetic
+from ray_msa.search_space import trial_config
 from ray_msa.train.loop import WorkerContext, run_cross_validation, run_final_training
 
-CONFIG = dict(
-    arch="mtl",
+SETTINGS = dict(
     folds=2,
     seed=0,
     max_epochs=8,
@@ -31,6 +31,7 @@ CONFIG = dict(
     gamma=0.5,
     hidden=32,
 )
+CONFIG = trial_config("mtl", SETTINGS)
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +54,19 @@ def test_planted_signal_is_learned(planted):
     assert reports[-1]["cv_complete"] and reports[-1]["mean_MAE"] == summary["mean_MAE"]
     # ASHA sees a non-increasing objective: each fold reports its best epoch so far
     assert all(b["mean_MAE"] <= a["mean_MAE"] + 1e-12 for a, b in zip(reports, reports[1:]))
-    test, _ = run_final_training({**CONFIG, "final_epochs": 6}, planted, WorkerContext())
+    test, _ = run_final_training(CONFIG.with_train(final_epochs=6), planted, WorkerContext())
     test_baseline = np.abs(planted.splits["test"].labels - development_pool(planted).labels.mean()).mean()
     assert test["MAE"] < 0.6 * test_baseline
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear"])
 def test_resume_from_checkpoint_is_exact(planted, schedule):
-    config = {**CONFIG, "max_epochs": 4, "patience": 10, "checkpoint_every": 1, "lr_schedule": schedule, "warmup": 0.25}
+    config = CONFIG.with_train(max_epochs=4, patience=10, checkpoint_every=1, lr_schedule=schedule, warmup=0.25)
     full = []
     run_cross_validation(config, planted, lambda m, s: full.append(m), WorkerContext())
     saved = {}
     run_cross_validation(
-        {**config, "max_epochs": 4},
+        config,
         planted,
         lambda m, s: saved.setdefault(m["epoch"], copy.deepcopy(s)),
         WorkerContext(),
@@ -77,21 +78,14 @@ def test_resume_from_checkpoint_is_exact(planted, schedule):
 
 
 def test_deepspeed_engine_runs_the_same_loop(planted, tmp_path):
-    pytest.importorskip("deepspeed")
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
         reports = []
-        config = {
-            **CONFIG,
-            "max_epochs": 4,
-            "lr_schedule": "cosine",
-            "warmup": 0.1,
-        }  # DeepSpeed must step the schedule as DDP does
-        summary = run_cross_validation(
-            {**config, "engine": "deepspeed"}, planted, lambda m, s: reports.append(m), WorkerContext()
-        )
-        ddp = run_cross_validation({**config, "engine": "ddp"}, planted, lambda m, s: None, WorkerContext())
+        config = CONFIG.with_train(max_epochs=4, lr_schedule="cosine", warmup=0.1)  # DeepSpeed steps the schedule too
+        deepspeed = config.with_train(engine="deepspeed")
+        summary = run_cross_validation(deepspeed, planted, lambda m, s: reports.append(m), WorkerContext())
+        ddp = run_cross_validation(config.with_train(engine="ddp"), planted, lambda m, s: None, WorkerContext())
     finally:
         dist.destroy_process_group()
     assert len(reports) == 4

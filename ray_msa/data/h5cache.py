@@ -219,25 +219,3 @@ def read_cache(path: Path) -> MSADataset:
         stored_fingerprint=str(attrs["fingerprint"]),
         class_names=tuple(json.loads(attrs.get("class_names", "[]"))),
     )
-
-
-def ensure_cache_on_this_node(dataset: MSADataset) -> None:
-    """A worker on another machine of a cluster may lack the driver's HDF5 cache file: it
-    converts its own copy of the source (same path, same files: same cache name and bytes)."""
-    files = {a.path for split in dataset.splits.values() for a in split.arrays().values() if isinstance(a, H5Rows)}
-    missing = sorted(p for p in files if not os.path.exists(p))
-    if not missing:
-        return
-    import socket
-
-    from ray_msa.data.sources import load_dataset
-
-    load_dataset(dataset.name, dataset.source)
-    still = [p for p in missing if not os.path.exists(p)]
-    if still:
-        raise InputError(
-            still[0],
-            "HDF5 cache",
-            f"absent on node {socket.gethostname()}, and its copy of {dataset.source} converts to another file",
-            "give every node the same data at the same path (cluster.yaml file_mounts) and the same RAY_MSA_CACHE",
-        )

@@ -19,7 +19,7 @@ from ray_msa.data.checks import check_dataset
 from ray_msa.data.dataset import SPLITS, MSADataset, Split
 from ray_msa.errors import InputError
 
-FILE_NAMES = ("unaligned_50.pkl", "aligned_50.pkl", "unaligned_39.pkl", "aligned_39.pkl")
+PICKLE_NAMES = ("unaligned_50.pkl", "aligned_50.pkl", "unaligned_39.pkl", "aligned_39.pkl")
 REQUIRED = ("id", "regression_labels", "audio", "vision")
 UNIMODAL = ("regression_labels_T", "regression_labels_A", "regression_labels_V")
 

@@ -20,7 +20,7 @@ from ray_msa.data.dataset import SPLITS, MSADataset, Split
 from ray_msa.data.mmsa_pickle import array, as_text, count, repair_audio, splits_of
 from ray_msa.errors import InputError
 
-FILE_NAMES = {
+PICKLE_NAMES = {
     "mosi": ("mosi_data_noalign.pkl", "mosi_data.pkl"),
     "mosei": ("mosei_senti_data_noalign.pkl", "mosei_senti_data.pkl"),
     "iemocap": ("iemocap_data_noalign.pkl", "iemocap_data.pkl"),

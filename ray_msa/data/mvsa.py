@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ray_msa.data.dataset import MSADataset, Split
 from ray_msa.errors import InputError
+from ray_msa.pretrained.efficientnet_lite import MEAN, STD, pretrained_efficientnet_lite0
 
 TAGS = ("negative", "neutral", "positive")
 ENCODINGS = ("utf-8", "gb18030", "latin-1")
@@ -133,7 +135,7 @@ def read_posts(directory: Path, index_name: str, labelled: bool) -> Posts:
 def load_images(paths: list[Path], guids: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
     """Each image decoded once, at every size: (N, 3, size, size) uint8, shorter side resized
     to `size`, centre crop. Unreadable images are named by guid."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError  # only MVSA folders need an image decoder
 
     outs = [np.zeros((len(paths), 3, size, size), np.uint8) for size in sizes]
     broken = []
@@ -163,10 +165,6 @@ def load_images(paths: list[Path], guids: np.ndarray, sizes: tuple[int, ...]) ->
 
 def image_tokens(images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Frozen EfficientNet-Lite0 feature maps as tokens: (N, 49, 1280) float16 for 224-pixel images."""
-    import torch
-
-    from ray_msa.models.efficientnet_lite import MEAN, STD, pretrained_efficientnet_lite0
-
     model = pretrained_efficientnet_lite0().eval()
     mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
     parts = []

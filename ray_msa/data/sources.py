@@ -11,18 +11,21 @@ the segments of a labels `.csd`). Every source is converted once into an HDF5 ca
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from ray_msa.data.dataset import MSADataset
-from ray_msa.data.h5cache import cache_path, read_cache, write_cache
+from ray_msa.data.h5cache import H5Rows, cache_path, read_cache, write_cache
 from ray_msa.data.mmsa_csv import FEATURE_TABLE_NAMES, load_mmsa_csv_dir
-from ray_msa.data.mmsa_pickle import FILE_NAMES as MMSA_FILES
+from ray_msa.data.mmsa_pickle import PICKLE_NAMES as MMSA_FILES
 from ray_msa.data.mmsa_pickle import mmsa_dataset
-from ray_msa.data.mult_pickle import FILE_NAMES as MULT_FILES
+from ray_msa.data.mult_pickle import PICKLE_NAMES as MULT_FILES
 from ray_msa.data.mult_pickle import mult_dataset
+from ray_msa.data.mvsa import load_mvsa_dataset
 from ray_msa.data.safe_pickle import load_pickle
+from ray_msa.data.text import cache_dir
 from ray_msa.errors import InputError
 
 EMBEDDED = Path(__file__).parent / "embedded"
@@ -30,6 +33,12 @@ KNOWN = ("mosi", "mosei", "sims", "iemocap", "mvsa")
 MVSA_FILES = "train.txt + test_without_label.txt + data/<guid>.jpg and data/<guid>.txt"
 LABEL_RANGES = {"sims": (-1.0, 1.0)}
 METRIC_SETS = {"sims": "sims", "iemocap": "emotions"}
+TASKS = {"iemocap": "emotions", "mvsa": "classes"}  # what a model must predict; the rest are sentiment scores
+
+
+def task_of(name: str) -> str:
+    """The task of dataset `name`, known before any file is read (so the space is checked first)."""
+    return TASKS.get(name, "score")
 
 
 def accepted_files(name: str) -> list[str]:
@@ -100,8 +109,6 @@ def read_source(name: str, kind: str, path: Path) -> MSADataset:
 def _read_source(name: str, kind: str, path: Path) -> MSADataset:
     label_range = LABEL_RANGES.get(name, (-3.0, 3.0))
     if kind == "mvsa":
-        from ray_msa.data.mvsa import load_mvsa_dataset
-
         return load_mvsa_dataset(path)
     if kind == "csv":
         return load_mmsa_csv_dir(path, name, label_range, METRIC_SETS.get(name, "mmsa"))
@@ -131,8 +138,6 @@ def source_files(kind: str, path: Path) -> list[Path]:
 
 def load_dataset(name: str, data: str | Path | None = None, cache_root: Path | None = None) -> MSADataset:
     """Dataset `name` from `data` (or the default places), via its HDF5 cache."""
-    from ray_msa.data.text import cache_dir
-
     kind, path = locate(name, data)
     target = cache_path(cache_root or cache_dir(), name, source_files(kind, path))
     if target.is_file():
@@ -152,3 +157,21 @@ def load_dataset(name: str, data: str | Path | None = None, cache_root: Path | N
         flush=True,
     )
     return read_cache(target)
+
+
+def ensure_cache_on_this_node(dataset: MSADataset) -> None:
+    """A worker on another machine of a cluster may lack the driver's HDF5 cache file: it
+    converts its own copy of the source (same path, same files: same cache name and bytes)."""
+    files = {a.path for split in dataset.splits.values() for a in split.arrays().values() if isinstance(a, H5Rows)}
+    missing = sorted(p for p in files if not os.path.exists(p))
+    if not missing:
+        return
+    load_dataset(dataset.name, dataset.source)
+    still = [p for p in missing if not os.path.exists(p)]
+    if still:
+        raise InputError(
+            still[0],
+            "HDF5 cache",
+            f"absent on node {socket.gethostname()}, and its copy of {dataset.source} converts to another file",
+            "give every node the same data at the same path (cluster.yaml file_mounts) and the same RAY_MSA_CACHE",
+        )

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ray_msa.data.csd import ComputationalSequence, write_csd
 from ray_msa.data.dataset import SPLITS, MSADataset
 from ray_msa.data.synthetic import make_synthetic, write_label_csv
+from ray_msa.data.text import tokenize
 
 # (text length, text dim), (audio length, dim), (vision length, dim) as the public files have them.
 MMSA_SHAPES = {
@@ -53,8 +55,6 @@ MULT_FILE = {
 
 def _token_ids(texts: np.ndarray, length: int) -> np.ndarray:
     """MMSA's text_bert (N, 3, L): BERT-vocabulary ids, mask, segment ids."""
-    from ray_msa.data.text import tokenize
-
     ids, mask = tokenize(texts, max_tokens=length)
     pad = length - ids.shape[1]
     ids, mask = np.pad(ids, ((0, 0), (0, pad))), np.pad(mask, ((0, 0), (0, pad)))
@@ -152,8 +152,6 @@ def write_csd_files(
 ) -> Path:
     """label.csv + SDK computational sequences: labels (segment intervals), COVAREP audio and
     FACET vision frames with their own intervals, segments of a video one after another."""
-    from ray_msa.data.csd import ComputationalSequence, write_csd
-
     shapes = shapes or {"audio": (375, 5), "vision": (500, 20)}
     synth = _synthetic(dataset, shapes, sizes, seed)
     for split in synth.splits.values():

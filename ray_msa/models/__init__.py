@@ -1,57 +1,89 @@
-"""Architectures by name. Adding one means a file here and a line in ARCHITECTURES."""
+"""The architectures by name. Adding one means a file here (a model and its config type), a
+`ModelSpec` line in REGISTRY and a search space in ray_msa/spaces/; the loop does not change."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from ray_msa.config import ModelConfig, TextConfig, check_disjoint
+from ray_msa.data.dataset import MSADataset
+from ray_msa.data.text import prepare_post_text
 from ray_msa.errors import InputError
-from ray_msa.models.awf import AdaptiveWeightFusion
+from ray_msa.models.awf import AdaptiveWeightFusion, AWFConfig
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.cenet import CENet
-from ray_msa.models.image_text import ImageTextClassifier
-from ray_msa.models.lf_dnn import LateFusionDNN
+from ray_msa.models.cenet import CENet, CENetConfig
+from ray_msa.models.image_text import TEXT_TOP_LAYERS, ImageTextClassifier, ImageTextConfig
+from ray_msa.models.lf_dnn import LateFusionConfig, LateFusionDNN
 from ray_msa.models.lf_lstm import LateFusionLSTM
-from ray_msa.models.lmf import LowRankMultimodalFusion
-from ray_msa.models.mtl import MultiTaskSequentialModel
-from ray_msa.models.mult import MultimodalTransformer
-from ray_msa.models.tfn import TensorFusionNetwork
+from ray_msa.models.lmf import LMFConfig, LowRankMultimodalFusion
+from ray_msa.models.mtl import MTLConfig, MultiTaskSequentialModel
+from ray_msa.models.mult import MultimodalTransformer, MulTConfig
+from ray_msa.models.spec import TASK_WORDS, ModelSpec, head_width
+from ray_msa.models.tfn import TensorFusionNetwork, TFNConfig
 
-ARCHITECTURES: dict[str, type[MSAModel]] = {
-    "mtl": MultiTaskSequentialModel,
-    "awf": AdaptiveWeightFusion,
-    "cenet": CENet,
-    "mult": MultimodalTransformer,
-    "tfn": TensorFusionNetwork,
-    "lmf": LowRankMultimodalFusion,
-    "lf_dnn": LateFusionDNN,
-    "lf_lstm": LateFusionLSTM,
-    "image_text": ImageTextClassifier,
+
+def _post_text(dataset: MSADataset, text: TextConfig) -> MSADataset:
+    """image_text reads token ids and the LM's states below the top layers it holds, whatever --text says."""
+    return prepare_post_text(dataset, text.model, TEXT_TOP_LAYERS)
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec("mtl", MultiTaskSequentialModel, MTLConfig, "mtl.yaml", tasks=("score",), default_for=("score",)),
+        ModelSpec("awf", AdaptiveWeightFusion, AWFConfig, "awf.yaml"),
+        ModelSpec("cenet", CENet, CENetConfig, "cenet.yaml", text_modes=("finetune",)),
+        ModelSpec("mult", MultimodalTransformer, MulTConfig, "mult.yaml", default_for=("emotions",)),  # MulT: IEMOCAP
+        ModelSpec("tfn", TensorFusionNetwork, TFNConfig, "tfn.yaml"),
+        ModelSpec("lmf", LowRankMultimodalFusion, LMFConfig, "lmf.yaml"),
+        ModelSpec("lf_dnn", LateFusionDNN, LateFusionConfig, "lf_dnn.yaml"),
+        ModelSpec("lf_lstm", LateFusionLSTM, LateFusionConfig, "lf_lstm.yaml"),
+        ModelSpec(
+            "image_text",
+            ImageTextClassifier,
+            ImageTextConfig,
+            "image_text.yaml",
+            tasks=("classes",),
+            default_for=("classes",),
+            text_modes=("frozen",),
+            prepare_text=_post_text,
+            variants={"image+text": {"use": "image+text"}, "image": {"use": "image"}, "text": {"use": "text"}},
+        ),
+    )
 }
-OUTPUTS = {"score": 1, "emotions": 8, "classes": 3}  # head width per task
-TASK_WORDS = {
-    "score": "a sentiment score",
-    "emotions": "IEMOCAP's four emotions",
-    "classes": "positive/neutral/negative classes",
-}
+check_disjoint(spec.config for spec in REGISTRY.values())
+
+
+def get_spec(arch: str) -> ModelSpec:
+    """The spec of `arch`, or the one-line error that lists the known ones."""
+    if arch not in REGISTRY:
+        raise InputError("--arch", arch, "unknown architecture", f"use one of {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[arch]
 
 
 def build_model(
-    arch: str, modalities: tuple[str, ...], feature_dims: dict[str, int], config: dict[str, Any], task: str = "score"
+    arch: str,
+    modalities: tuple[str, ...],
+    feature_dims: dict[str, int],
+    config: ModelConfig | Mapping[str, Any] | None = None,
+    text: TextConfig = TextConfig(),
+    outputs: int = 1,
 ) -> MSAModel:
-    """Instantiate architecture `arch` from a flat hyperparameter dict, with the head `task` needs."""
-    if arch not in ARCHITECTURES:
-        raise KeyError(f"unknown architecture '{arch}'; known: {sorted(ARCHITECTURES)}")
-    check_task(arch, task)
-    if task != "score":
-        config = {**config, "outputs": OUTPUTS[task]}
-    return ARCHITECTURES[arch](modalities=modalities, feature_dims=feature_dims, **config)
+    """Architecture `arch` with a typed config (or a mapping of its settings) and `outputs` head units."""
+    return get_spec(arch).build(modalities, feature_dims, config, text, outputs)
 
 
 def check_task(arch: str, task: str) -> None:
     """Refuse an architecture whose head cannot predict `task` (e.g. mtl for IEMOCAP's emotions)."""
-    if task not in ARCHITECTURES[arch].tasks:
-        able = sorted(n for n, cls in ARCHITECTURES.items() if task in cls.tasks)
+    if task not in get_spec(arch).tasks:
+        able = sorted(n for n, spec in REGISTRY.items() if task in spec.tasks)
         raise InputError("--arch", arch, f"cannot predict {TASK_WORDS[task]}", f"use one of {', '.join(able)}")
 
 
-__all__ = ["ARCHITECTURES", "OUTPUTS", "ModelOutput", "MSAModel", "build_model", "check_task"]
+def default_arch(task: str) -> str:
+    """The architecture a dataset's task gets without --arch."""
+    return next(n for n, spec in REGISTRY.items() if task in spec.default_for)
+
+
+__all__ = ["REGISTRY", "ModelOutput", "ModelSpec", "MSAModel", "build_model", "check_task", "get_spec", "head_width"]

@@ -12,12 +12,29 @@ followed by a last linear layer W_A, W_V; all three give vectors of size d.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.balance import SHORT, GradientBalancer
 from ray_msa.models.base import ModelOutput, MSAModel
 from ray_msa.models.layers import LSTMEncoder, masked_mean, padding_mask
+
+
+@dataclass(frozen=True)
+class AWFConfig(ModelConfig):
+    dim: int = 64  # width d of each modality's vector Z_i
+    lstm_hidden: int = 64
+    att_hidden: int = 32  # A-fusion's hidden width
+    dropout: float = 0.2
+    omega_lr: float = 0.05  # B-fusion's step size for omega
+
+    def __post_init__(self) -> None:
+        self.at_least(1, "dim", "lstm_hidden", "att_hidden")
+        self.fraction("dropout")
+        self.positive("omega_lr")
 
 
 class AdaptiveWeightFusion(MSAModel):
@@ -27,16 +44,16 @@ class AdaptiveWeightFusion(MSAModel):
         self,
         modalities: tuple[str, ...],
         feature_dims: dict[str, int],
-        dim: int = 64,
-        lstm_hidden: int = 64,
-        att_hidden: int = 32,
-        dropout: float = 0.2,
-        omega_lr: float = 0.05,
-        text_model: str = "minilm",
-        finetune_text: bool = False,
+        config: AWFConfig = AWFConfig(),
+        text: TextConfig = TextConfig(),
         outputs: int = 1,
     ) -> None:
-        super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
+        super().__init__(modalities, feature_dims, text, outputs)
+        dim = config.dim
+        lstm_hidden = config.lstm_hidden
+        att_hidden = config.att_hidden
+        dropout = config.dropout
+        omega_lr = config.omega_lr
         self.lstms = nn.ModuleDict(
             {m: LSTMEncoder(d, lstm_hidden, dropout) for m, d in self.input_dims.items() if m != "text"}
         )
@@ -64,7 +81,7 @@ class AdaptiveWeightFusion(MSAModel):
         z_gb = torch.cat(self.balancer.weigh(z), dim=-1)
         z_att = torch.cat([alpha[:, i : i + 1] * z[m] for i, m in enumerate(self.modalities)], dim=-1)
         extras = {f"alpha_{SHORT[m]}": alpha[:, i] for i, m in enumerate(self.modalities)}
-        return ModelOutput(score=self.to_score(self.head((z_gb + z_att) / 2)), extras=extras)
+        return ModelOutput(prediction=self.to_prediction(self.head((z_gb + z_att) / 2)), extras=extras)
 
     def after_backward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         logged = self.balancer.step(dict(self.last.items()))

@@ -15,30 +15,35 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ray_msa.config import TextConfig
+from ray_msa.pretrained.lm import load_lm
+
 
 @dataclass
 class ModelOutput:
-    score: torch.Tensor  # (B,) predicted sentiment score, or (B, 8) emotion logits (four binary emotions)
+    prediction: torch.Tensor  # (B,) sentiment score, (B, 2E) two logits per emotion, or (B, C) class logits
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class MSAModel(nn.Module):
-    """Base class: input normalisation buffers, default L1 loss, no-op training hooks."""
+    """Base class: input normalisation buffers, default L1 loss, no-op training hooks.
 
-    needs_token_ids = False  # True: text must enter as token ids (the LM runs inside the model)
-    tasks: tuple[str, ...] = ("score", "emotions")  # what its head can predict: a score, IEMOCAP's emotions, classes
+    A subclass takes `(modalities, feature_dims, config, text, outputs)`: its own typed
+    hyperparameters (a `ModelConfig` beside it), the text input and the head width."""
+
     plot_prefixes: tuple[str, ...] = ()  # per-epoch training metrics worth a plot per fold
 
     def __init__(
         self,
         modalities: tuple[str, ...],
         feature_dims: dict[str, int],
-        text_model: str = "minilm",
-        finetune_text: bool = False,
+        text: TextConfig = TextConfig(),
         outputs: int = 1,
+        own_lm: bool | None = None,
     ) -> None:
+        """`own_lm`: the network holds the LM and fine-tunes it (default: when text.mode is finetune)."""
         super().__init__()
-        self.outputs = outputs  # 1: a sentiment score; 8: two logits for each of IEMOCAP's four emotions
+        self.outputs = outputs  # 1: a sentiment score; else logits (two per emotion, or one per class)
         self.modalities = modalities
         self.feature_dims = feature_dims
         for m in ("audio", "vision"):
@@ -47,10 +52,8 @@ class MSAModel(nn.Module):
                 self.register_buffer(f"{m}_std", torch.ones(feature_dims[m]))
         self.lm = None
         self.input_dims = dict(feature_dims)  # width of each modality as the network sees it
-        if "text" in modalities and finetune_text:
-            from ray_msa.data.text import load_lm
-
-            self.lm = load_lm(text_model)
+        if "text" in modalities and (text.finetune if own_lm is None else own_lm):
+            self.lm = load_lm(text.model)
             self.input_dims["text"] = self.lm.config.hidden_size
 
     def inputs(self) -> tuple[str, ...] | None:
@@ -88,16 +91,16 @@ class MSAModel(nn.Module):
             for m in self.modalities
         }
 
-    def to_score(self, head_output: torch.Tensor) -> torch.Tensor:
-        """(B, 1) -> (B,) for a score; emotion logits (B, 8) stay as they are."""
+    def to_prediction(self, head_output: torch.Tensor) -> torch.Tensor:
+        """(B, 1) -> (B,) for a score; logits stay as they are."""
         return head_output.squeeze(-1) if self.outputs == 1 else head_output
 
     def loss(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """L1 on the score (as MMSA trains regression); for emotions, cross-entropy per emotion (as MulT)."""
         if self.outputs == 1:
-            loss = F.l1_loss(output.score, batch["labels"])
+            loss = F.l1_loss(output.prediction, batch["labels"])
             return loss, {"loss_score": float(loss.detach())}
-        loss = F.cross_entropy(output.score.reshape(-1, 2), batch["labels"].reshape(-1))
+        loss = F.cross_entropy(output.prediction.reshape(-1, 2), batch["labels"].reshape(-1))
         return loss, {"loss_emotions": float(loss.detach())}
 
     def after_backward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, float]:

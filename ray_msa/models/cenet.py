@@ -15,6 +15,7 @@ the module is attached with a forward pre-hook, so the LM's own code is untouche
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from sklearn.cluster import KMeans
 from torch import nn
 
+from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.data.dataset import Split
 from ray_msa.models.base import ModelOutput, MSAModel
 from ray_msa.models.layers import padding_mask
@@ -29,24 +31,33 @@ from ray_msa.models.layers import padding_mask
 MAX_KMEANS_FRAMES = 50_000
 
 
-class CENet(MSAModel):
-    needs_token_ids = True
+@dataclass(frozen=True)
+class CENetConfig(ModelConfig):
+    vocab_size: int = 16  # k-means words per acoustic and visual vocabulary
+    ce_layer: int = 1  # the LM layer whose input the CE module enhances
+    ce_scale: float = 1.0  # multiplies the CE attention logits before softmax
+    dropout: float = 0.1
 
+    def __post_init__(self) -> None:
+        self.at_least(1, "vocab_size")
+        self.at_least(0, "ce_layer")
+        self.positive("ce_scale")
+        self.fraction("dropout")
+
+
+class CENet(MSAModel):
     def __init__(
         self,
         modalities: tuple[str, ...],
         feature_dims: dict[str, int],
-        vocab_size: int = 16,
-        ce_layer: int = 1,
-        ce_scale: float = 1.0,
-        dropout: float = 0.1,
-        text_model: str = "minilm",
-        finetune_text: bool = True,
+        config: CENetConfig = CENetConfig(),
+        text: TextConfig = TextConfig(mode="finetune"),
         outputs: int = 1,
     ) -> None:
         if "text" not in modalities:
             raise ValueError("cenet enhances a language model: it needs the text modality")
-        super().__init__(modalities, feature_dims, text_model, finetune_text=True, outputs=outputs)
+        super().__init__(modalities, feature_dims, text, outputs, own_lm=True)
+        vocab_size, ce_layer, ce_scale, dropout = config.vocab_size, config.ce_layer, config.ce_scale, config.dropout
         layers = self.lm.encoder.layer
         if not 0 <= ce_layer < len(layers):
             raise ValueError(f"cenet: ce_layer {ce_layer} outside 0..{len(layers) - 1}")
@@ -121,4 +132,4 @@ class CENet(MSAModel):
             hidden = self.lm(input_ids=batch["text_ids"], attention_mask=batch["text_mask"]).last_hidden_state
         finally:
             self._context = None
-        return ModelOutput(score=self.to_score(self.head(self.drop(hidden[:, 0]))))
+        return ModelOutput(prediction=self.to_prediction(self.head(self.drop(hidden[:, 0]))))

@@ -23,28 +23,23 @@ Fusion of the two token sequences:
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.efficientnet_lite import FEATURES as IMAGE_FEATURES
-from ray_msa.models.layers import padding_mask
+from ray_msa.models.layers import masked_mean, padding_mask
+from ray_msa.pretrained.efficientnet_lite import FEATURES as IMAGE_FEATURES
+from ray_msa.pretrained.lm import load_lm
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 VOCAB = 30522  # BERT's uncased vocabulary, which the bundled tokenizer uses
 MASK_ID = 103  # its [MASK] token
-TEXT_TOP_LAYERS = 4  # the LM's top layers the model holds (see `prepare_post_text`)
-
-
-def prepare_post_text(dataset, text_model: str = "minilm"):
-    """The text input this model reads: token ids (scratch encoder) and the frozen LM's states
-    entering its top TEXT_TOP_LAYERS layers (pretrained encoder). Every entry point
-    (tune, ablate, predict, bench) prepares posts through this one function."""
-    from ray_msa.data.text import prepare_text
-
-    return prepare_text(dataset, "frozen", text_model, keep_ids=True, skip_top=TEXT_TOP_LAYERS)
+TEXT_TOP_LAYERS = 4  # the LM's top layers the model holds (data.text.prepare_post_text caches their input)
 
 
 class BasicBlock(nn.Module):
@@ -97,13 +92,6 @@ class CrossLayer(nn.Module):
         return self.norm2(h + self.drop(self.ffn(h)))
 
 
-def masked_mean(x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
-    if pad is None:
-        return x.mean(1)
-    keep = (~pad).unsqueeze(-1).to(x.dtype)
-    return (x * keep).sum(1) / keep.sum(1).clamp(min=1)
-
-
 def run_lm_layers(layers: nn.ModuleList, states: torch.Tensor, pad: torch.Tensor, frozen: int = 0) -> torch.Tensor:
     """Hugging Face BERT layers over (B, L, D) states with padding `pad` (True = padding);
     the first `frozen` layers build no graph."""
@@ -127,38 +115,51 @@ def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float,
     return (alpha_t * (1 - p_t) ** gamma * bce).sum(-1).mean()
 
 
-class ImageTextClassifier(MSAModel):
-    tasks = ("classes",)
+@dataclass(frozen=True)
+class ImageTextConfig(ModelConfig):
+    encoder: Literal["pretrained", "scratch"] = "pretrained"
+    fusion: Literal["concat", "cross", "bicross"] = "bicross"
+    dim: int = 256  # width both modalities are projected to; heads must divide it
+    heads: int = 4
+    ffn: int = 512
+    layers: int = 1  # cross-attention layers (bicross: pairs), or the scratch text encoder's depth
+    dropout: float = 0.1
+    loss: Literal["focal", "cross_entropy"] = "focal"
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    use: Literal["image+text", "image", "text"] = "image+text"  # one modality: the ablation
+    text_tune: int = 0  # of MiniLM's top TEXT_TOP_LAYERS layers, how many are fine-tuned (pretrained encoder)
+    text_lr: float = 1e-4  # their learning rate
+    word_dropout: float = 0.0  # scratch text: share of words hidden behind [MASK] while training
 
+    def __post_init__(self) -> None:
+        self.at_least(1, "dim", "ffn", "layers")
+        self.divides("heads", self.dim, "dim")
+        self.fraction("dropout", "word_dropout")
+        self.at_least(0.0, "focal_gamma")
+        self.require(
+            0 <= self.text_tune <= TEXT_TOP_LAYERS,
+            "text_tune",
+            f"{self.text_tune} is outside 0..{TEXT_TOP_LAYERS}",
+            f"tune 0 to {TEXT_TOP_LAYERS} of the top layers",
+        )
+        self.positive("text_lr")
+
+
+class ImageTextClassifier(MSAModel):
     def __init__(
         self,
         modalities: tuple[str, ...],
         feature_dims: dict[str, int],
-        encoder: str = "pretrained",
-        fusion: str = "bicross",
-        dim: int = 256,
-        heads: int = 4,
-        ffn: int = 512,
-        layers: int = 1,
-        dropout: float = 0.1,
-        loss: str = "focal",
-        focal_alpha: float = 0.25,
-        focal_gamma: float = 2.0,
-        use: str = "image+text",
+        config: ImageTextConfig = ImageTextConfig(),
+        text: TextConfig = TextConfig(),
         outputs: int = 3,
-        text_model: str = "minilm",
-        finetune_text: bool = False,
-        text_tune: int = 0,
-        text_lr: float = 1e-4,
-        word_dropout: float = 0.0,
     ) -> None:
-        super().__init__(modalities, feature_dims, text_model, finetune_text=False, outputs=outputs)
-        if (
-            encoder not in ("pretrained", "scratch")
-            or fusion not in ("concat", "cross", "bicross")
-            or use not in ("image+text", "image", "text")
-        ):
-            raise ValueError(f"image_text: unknown encoder/fusion/use {encoder}/{fusion}/{use}")
+        super().__init__(modalities, feature_dims, text, outputs, own_lm=False)
+        c = config
+        encoder, fusion, use, dim, heads, ffn, layers = c.encoder, c.fusion, c.use, c.dim, c.heads, c.ffn, c.layers
+        dropout, loss, focal_alpha, focal_gamma = c.dropout, c.loss, c.focal_alpha, c.focal_gamma
+        text_tune, text_lr, word_dropout = c.text_tune, c.text_lr, c.word_dropout
         self.encoder, self.fusion, self.use = encoder, fusion, use
         self.loss_name, self.focal_alpha, self.focal_gamma = loss, focal_alpha, focal_gamma
         if use != "text":  # only the modules the forward pass uses (unused parameters upset DDP)
@@ -168,11 +169,7 @@ class ImageTextClassifier(MSAModel):
                 else ScratchCNN(dim)
             )
         if use != "image" and encoder == "pretrained":
-            if not 0 <= text_tune <= TEXT_TOP_LAYERS:
-                raise ValueError(f"image_text: text_tune must be 0..{TEXT_TOP_LAYERS}, got {text_tune}")
-            from ray_msa.data.text import load_lm
-
-            lm = load_lm(text_model)
+            lm = load_lm(text.model)
             self.lm_top = nn.ModuleList(copy.deepcopy(layer) for layer in lm.encoder.layer[-TEXT_TOP_LAYERS:])
             self.text_frozen = TEXT_TOP_LAYERS - text_tune  # the lower ones stay as pretrained
             for layer in self.lm_top[: self.text_frozen]:
@@ -267,11 +264,11 @@ class ImageTextClassifier(MSAModel):
                 if self.fusion == "bicross":
                     text = self.text_to_image[i](text, image, None)
             parts = [image.mean(1), masked_mean(text, text_pad)]
-        return ModelOutput(score=self.head(torch.cat(parts, dim=-1)))
+        return ModelOutput(prediction=self.head(torch.cat(parts, dim=-1)))
 
     def loss(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         if self.loss_name == "focal":
-            loss = sigmoid_focal_loss(output.score, batch["labels"], self.focal_alpha, self.focal_gamma)
+            loss = sigmoid_focal_loss(output.prediction, batch["labels"], self.focal_alpha, self.focal_gamma)
         else:
-            loss = F.cross_entropy(output.score, batch["labels"])
+            loss = F.cross_entropy(output.prediction, batch["labels"])
         return loss, {f"loss_{self.loss_name}": float(loss.detach())}

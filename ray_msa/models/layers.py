@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence
 
 
 def padding_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
@@ -11,8 +13,10 @@ def padding_mask(lengths: torch.Tensor, width: int) -> torch.Tensor:
     return torch.arange(width, device=lengths.device)[None, :] >= lengths[:, None]
 
 
-def masked_mean(x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
-    """Mean over time of (B, T, D), ignoring padded positions."""
+def masked_mean(x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
+    """Mean over time of (B, T, D), ignoring padded positions (`pad` None: none are)."""
+    if pad is None:
+        return x.mean(1)
     keep = (~pad).unsqueeze(-1).to(x.dtype)
     return (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)
 
@@ -51,6 +55,18 @@ def zero_padding(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.masked_fill(padding_mask(lengths, x.size(1)).unsqueeze(-1), 0.0)
 
 
+def valid_conv1d(conv: nn.Conv1d, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """An unpadded Conv1d over a padded batch (B, L, D): padded frames are zeroed first (no
+    padding value leaks in) and a sequence shorter than the kernel is zero-padded up to it.
+    Returns (B, L', C) and each sequence's number of valid output steps."""
+    k = conv.kernel_size[0]
+    x = zero_padding(x, lengths)
+    if x.size(1) < k:
+        x = F.pad(x, (0, 0, 0, k - x.size(1)))
+    h = conv(x.transpose(1, 2)).transpose(1, 2)
+    return h, (lengths - k + 1).clamp(min=1, max=h.size(1))
+
+
 def last_valid(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """(B, D): the state at each sequence's last real position."""
     index = (lengths.clamp(min=1, max=x.size(1)) - 1).view(-1, 1, 1).expand(-1, 1, x.size(-1))
@@ -67,8 +83,6 @@ class LSTMEncoder(nn.Module):
         self.out_dim = hidden * (2 if bidirectional else 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        from torch.nn.utils.rnn import pack_padded_sequence
-
         packed = pack_padded_sequence(
             x, lengths.clamp(min=1, max=x.size(1)).cpu(), batch_first=True, enforce_sorted=False
         )

@@ -5,12 +5,29 @@ paper's table that adds it to existing models."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.balance import GradientBalancer
 from ray_msa.models.base import ModelOutput, MSAModel
 from ray_msa.models.layers import utterance_encoders
+
+
+@dataclass(frozen=True)
+class LateFusionConfig(ModelConfig):
+    hidden: int = 64
+    post_fusion: int = 64
+    dropout: float = 0.2
+    balance: bool = False  # B-fusion: gradient-balanced modality weights
+    omega_lr: float = 0.05  # B-fusion's step size for omega
+
+    def __post_init__(self) -> None:
+        self.at_least(1, "hidden", "post_fusion")
+        self.fraction("dropout")
+        self.positive("omega_lr")
 
 
 class LateFusionDNN(MSAModel):
@@ -20,16 +37,16 @@ class LateFusionDNN(MSAModel):
         self,
         modalities: tuple[str, ...],
         feature_dims: dict[str, int],
-        hidden: int = 64,
-        post_fusion: int = 64,
-        dropout: float = 0.2,
-        balance: bool = False,
-        omega_lr: float = 0.05,
-        text_model: str = "minilm",
-        finetune_text: bool = False,
+        config: LateFusionConfig = LateFusionConfig(),
+        text: TextConfig = TextConfig(),
         outputs: int = 1,
     ) -> None:
-        super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
+        super().__init__(modalities, feature_dims, text, outputs)
+        hidden = config.hidden
+        post_fusion = config.post_fusion
+        dropout = config.dropout
+        balance = config.balance
+        omega_lr = config.omega_lr
         self.encoders = self.make_encoders(hidden, dropout)
         self.last = nn.ModuleDict({m: nn.Linear(self.encoders[m].out_dim, hidden) for m in modalities})
         self.balancer = GradientBalancer(modalities, omega_lr) if balance else None
@@ -46,7 +63,7 @@ class LateFusionDNN(MSAModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         z = {m: self.last[m](self.encoders[m](x, lengths)) for m, (x, lengths) in self.sequences(batch).items()}
         parts = self.balancer.weigh(z) if self.balancer is not None else [z[m] for m in self.modalities]
-        return ModelOutput(score=self.to_score(self.post(torch.cat(parts, dim=-1))))
+        return ModelOutput(prediction=self.to_prediction(self.post(torch.cat(parts, dim=-1))))
 
     def after_backward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         return self.balancer.step(dict(self.last.items())) if self.balancer is not None else {}

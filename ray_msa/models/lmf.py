@@ -7,12 +7,28 @@ multiplied element-wise across modalities and summed over the rank with learned 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.base import ModelOutput, MSAModel
 from ray_msa.models.layers import utterance_encoders
 from ray_msa.models.tfn import with_one
+
+
+@dataclass(frozen=True)
+class LMFConfig(ModelConfig):
+    text_hidden: int = 64
+    av_hidden: int = 16
+    rank: int = 4  # modality-specific factors per modality
+    fusion_dim: int = 32  # width of the fused vector
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.at_least(1, "text_hidden", "av_hidden", "rank", "fusion_dim")
+        self.fraction("dropout")
 
 
 class LowRankMultimodalFusion(MSAModel):
@@ -20,16 +36,16 @@ class LowRankMultimodalFusion(MSAModel):
         self,
         modalities: tuple[str, ...],
         feature_dims: dict[str, int],
-        text_hidden: int = 64,
-        av_hidden: int = 16,
-        rank: int = 4,
-        fusion_dim: int = 32,
-        dropout: float = 0.2,
-        text_model: str = "minilm",
-        finetune_text: bool = False,
+        config: LMFConfig = LMFConfig(),
+        text: TextConfig = TextConfig(),
         outputs: int = 1,
     ) -> None:
-        super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
+        super().__init__(modalities, feature_dims, text, outputs)
+        text_hidden = config.text_hidden
+        av_hidden = config.av_hidden
+        rank = config.rank
+        fusion_dim = config.fusion_dim
+        dropout = config.dropout
         hidden = {m: text_hidden if m == "text" else av_hidden for m in modalities}
         self.encoders = utterance_encoders(self.input_dims, hidden, dropout, text_lstm=True)
         self.factors = nn.ParameterDict(
@@ -47,4 +63,4 @@ class LowRankMultimodalFusion(MSAModel):
             )  # (rank, B, fusion_dim)
             product = z if product is None else product * z
         fused = torch.einsum("r,rbo->bo", self.rank_weights.squeeze(0), product) + self.rank_bias
-        return ModelOutput(score=self.to_score(self.out(fused)))
+        return ModelOutput(prediction=self.to_prediction(self.out(fused)))

@@ -14,6 +14,7 @@ M + M(M-1)/2 shared features (six for three modalities). Each task scores them w
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import combinations
 
 import torch
@@ -21,8 +22,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.layers import AttentionBlock, FeedForwardBlock, masked_mean, padding_mask, zero_padding
+from ray_msa.models.layers import AttentionBlock, FeedForwardBlock, masked_mean, padding_mask, valid_conv1d
 
 TASKS = ("score", "polarity", "intensity")
 
@@ -41,7 +43,6 @@ class ModalityEncoder(nn.Module):
         hidden: int = 100,
     ) -> None:
         super().__init__()
-        self.kernel_size = kernel_size
         self.conv = nn.Conv1d(in_dim, kernels, kernel_size, stride=1, padding=0)
         self.gru = nn.GRU(kernels, hidden, batch_first=True, bidirectional=True)
         self.self_attn = AttentionBlock(2 * hidden, heads, dropout)
@@ -49,11 +50,8 @@ class ModalityEncoder(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = zero_padding(x, lengths)
-        if x.size(1) < self.kernel_size:
-            x = F.pad(x, (0, 0, 0, self.kernel_size - x.size(1)))
-        h = self.drop(F.relu(self.conv(x.transpose(1, 2))).transpose(1, 2))
-        out_lengths = (lengths - self.kernel_size + 1).clamp(min=1, max=h.size(1))
+        h, out_lengths = valid_conv1d(self.conv, x, lengths)
+        h = self.drop(F.relu(h))
         packed = pack_padded_sequence(h, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
         h, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=h.size(1))
         pad = padding_mask(out_lengths, h.size(1))
@@ -93,34 +91,45 @@ class TaskHead(nn.Module):
         return self.out(fused).squeeze(-1), weights
 
 
-class MultiTaskSequentialModel(MSAModel):
-    tasks = ("score",)  # its auxiliary tasks are the score's polarity and intensity
+@dataclass(frozen=True)
+class MTLConfig(ModelConfig):
+    heads: int = 4  # attention heads; must divide 2 x hidden
+    ffn: int = 256  # feed-forward width after each attention block
+    dropout: float = 0.2
+    alpha: float = 1.0  # weight of the score regression loss
+    beta: float = 0.5  # weight of the polarity loss
+    gamma: float = 0.5  # weight of the intensity loss
+    hidden: int = 100  # BiGRU hidden size per direction (the paper's 100)
 
+    def __post_init__(self) -> None:
+        self.at_least(1, "hidden", "ffn")
+        self.divides("heads", 2 * self.hidden, "2 x hidden")
+        self.fraction("dropout")
+        self.at_least(0.0, "alpha", "beta", "gamma")
+        self.require(self.alpha + self.beta + self.gamma > 0, "alpha", "alpha + beta + gamma is 0", "give one task a weight")
+
+
+class MultiTaskSequentialModel(MSAModel):
     def __init__(
         self,
         modalities: tuple[str, ...],
         feature_dims: dict[str, int],
-        heads: int = 4,
-        ffn: int = 256,
-        dropout: float = 0.2,
-        alpha: float = 1.0,
-        beta: float = 0.5,
-        gamma: float = 0.5,
-        hidden: int = 100,
-        text_model: str = "minilm",
-        finetune_text: bool = False,
+        config: MTLConfig = MTLConfig(),
+        text: TextConfig = TextConfig(),
+        outputs: int = 1,
     ) -> None:
-        super().__init__(modalities, feature_dims, text_model, finetune_text)
-        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        super().__init__(modalities, feature_dims, text, outputs)
+        c = config
+        self.alpha, self.beta, self.gamma = c.alpha, c.beta, c.gamma
         dims = self.input_dims
-        dim = 2 * hidden
+        dim = 2 * c.hidden
         self.encoders = nn.ModuleDict(
-            {m: ModalityEncoder(dims[m], heads, ffn, dropout, hidden=hidden) for m in modalities}
+            {m: ModalityEncoder(dims[m], c.heads, c.ffn, c.dropout, hidden=c.hidden) for m in modalities}
         )
         self.pairs = list(combinations(modalities, 2))
-        self.cross = nn.ModuleDict({f"{a}_{b}": CrossModalBlock(dim, heads, ffn, dropout) for a, b in self.pairs})
+        self.cross = nn.ModuleDict({f"{a}_{b}": CrossModalBlock(dim, c.heads, c.ffn, c.dropout) for a, b in self.pairs})
         self.project = nn.ModuleDict({m: nn.Sequential(nn.Linear(dim, dim), nn.Tanh()) for m in modalities})
-        self.heads = nn.ModuleDict({t: TaskHead(dim, dim // 2, dropout) for t in TASKS})
+        self.heads = nn.ModuleDict({t: TaskHead(dim, dim // 2, c.dropout) for t in TASKS})
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         encoded = {m: self.encoders[m](x, lengths) for m, (x, lengths) in self.sequences(batch).items()}
@@ -132,12 +141,12 @@ class MultiTaskSequentialModel(MSAModel):
             outputs[task], weights[task] = head(shared)
         extras = {"polarity_logit": outputs["polarity"], "intensity": outputs["intensity"]}
         extras.update({f"weights_{t}": w for t, w in weights.items()})
-        return ModelOutput(score=outputs["score"], extras=extras)
+        return ModelOutput(prediction=outputs["score"], extras=extras)
 
     def loss(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         y = batch["labels"]
         parts = {
-            "loss_score": F.l1_loss(output.score, y),
+            "loss_score": F.l1_loss(output.prediction, y),
             "loss_polarity": F.binary_cross_entropy_with_logits(output.extras["polarity_logit"], (y >= 0).to(y.dtype)),
             "loss_intensity": F.l1_loss(output.extras["intensity"], y.abs()),
         }

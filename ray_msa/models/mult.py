@@ -20,13 +20,15 @@ processed in blocks small enough for the allocator to reuse (see `attention`).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.layers import last_valid, padding_mask, zero_padding
+from ray_msa.models.layers import last_valid, padding_mask, valid_conv1d
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device) -> torch.Tensor:
@@ -133,33 +135,45 @@ class Transformer(nn.Module):
         return self.norm(x)
 
 
+@dataclass(frozen=True)
+class MulTConfig(ModelConfig):
+    dim: int = 40  # width d of every stream; heads must divide it
+    heads: int = 10
+    layers: int = 4  # crossmodal transformer depth (self-attention memory: at least 3)
+    kernel_text: int = 1  # temporal Conv1d kernel of each modality's projection
+    kernel_audio: int = 1
+    kernel_vision: int = 1
+    attn_dropout: float = 0.1
+    attn_dropout_audio: float | None = None  # None: attn_dropout
+    attn_dropout_vision: float | None = None
+    relu_dropout: float = 0.1
+    res_dropout: float = 0.1
+    embed_dropout: float = 0.2
+    out_dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.at_least(1, "dim", "layers", "kernel_text", "kernel_audio", "kernel_vision")
+        self.divides("heads", self.dim, "dim")
+        self.fraction("attn_dropout", "relu_dropout", "res_dropout", "embed_dropout", "out_dropout")
+        self.fraction(*(k for k in ("attn_dropout_audio", "attn_dropout_vision") if getattr(self, k) is not None))
+
+
 class MultimodalTransformer(MSAModel):
     def __init__(
         self,
         modalities: tuple[str, ...],
         feature_dims: dict[str, int],
-        dim: int = 40,
-        heads: int = 10,
-        layers: int = 4,
-        kernel_text: int = 1,
-        kernel_audio: int = 1,
-        kernel_vision: int = 1,
-        attn_dropout: float = 0.1,
-        attn_dropout_audio: float | None = None,
-        attn_dropout_vision: float | None = None,
-        relu_dropout: float = 0.1,
-        res_dropout: float = 0.1,
-        embed_dropout: float = 0.2,
-        out_dropout: float = 0.1,
-        text_model: str = "minilm",
-        finetune_text: bool = False,
+        config: MulTConfig = MulTConfig(),
+        text: TextConfig = TextConfig(),
         outputs: int = 1,
     ) -> None:
-        super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
-        if dim % heads:
-            raise ValueError(f"mult: dim {dim} must be divisible by heads {heads}")
+        super().__init__(modalities, feature_dims, text, outputs)
+        c = config
+        dim, heads, layers, attn_dropout = c.dim, c.heads, c.layers, c.attn_dropout
+        attn_dropout_audio, attn_dropout_vision = c.attn_dropout_audio, c.attn_dropout_vision
+        relu_dropout, res_dropout, embed_dropout = c.relu_dropout, c.res_dropout, c.embed_dropout
+        kernel_text, kernel_audio, kernel_vision, out_dropout = c.kernel_text, c.kernel_audio, c.kernel_vision, c.out_dropout
         kernels = {"text": kernel_text, "audio": kernel_audio, "vision": kernel_vision}
-        self.kernels = {m: kernels[m] for m in modalities}
         self.project = nn.ModuleDict(
             {m: nn.Conv1d(self.input_dims[m], dim, kernels[m], padding=0, bias=False) for m in modalities}
         )
@@ -190,12 +204,7 @@ class MultimodalTransformer(MSAModel):
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         seq, pad, lengths = {}, {}, {}
         for m, (x, n) in self.sequences(batch).items():
-            k = self.kernels[m]
-            x = zero_padding(x, n)
-            if x.size(1) < k:
-                x = F.pad(x, (0, 0, 0, k - x.size(1)))
-            seq[m] = self.project[m](x.transpose(1, 2)).transpose(1, 2)
-            lengths[m] = (n - k + 1).clamp(min=1, max=seq[m].size(1))
+            seq[m], lengths[m] = valid_conv1d(self.project[m], x, n)
             pad[m] = padding_mask(lengths[m], seq[m].size(1))
         pooled = []
         for x in self.modalities:
@@ -208,4 +217,4 @@ class MultimodalTransformer(MSAModel):
             pooled.append(last_valid(h, lengths[x]))
         h = torch.cat(pooled, dim=-1)
         h = h + self.proj2(self.out_drop(F.relu(self.proj1(h))))
-        return ModelOutput(score=self.to_score(self.out(h)))
+        return ModelOutput(prediction=self.to_prediction(self.out(h)))

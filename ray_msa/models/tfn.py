@@ -7,9 +7,12 @@ interaction; a post-fusion MLP maps the flattened tensor to the score.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.base import ModelOutput, MSAModel
 from ray_msa.models.layers import utterance_encoders
 
@@ -18,20 +21,32 @@ def with_one(z: torch.Tensor) -> torch.Tensor:
     return torch.cat([z, torch.ones(z.size(0), 1, dtype=z.dtype, device=z.device)], dim=-1)
 
 
+@dataclass(frozen=True)
+class TFNConfig(ModelConfig):
+    text_hidden: int = 64  # text LSTM width
+    av_hidden: int = 16  # audio and vision subnetwork width
+    post_fusion: int = 64  # MLP width after the fusion tensor
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.at_least(1, "text_hidden", "av_hidden", "post_fusion")
+        self.fraction("dropout")
+
+
 class TensorFusionNetwork(MSAModel):
     def __init__(
         self,
         modalities: tuple[str, ...],
         feature_dims: dict[str, int],
-        text_hidden: int = 64,
-        av_hidden: int = 16,
-        post_fusion: int = 64,
-        dropout: float = 0.2,
-        text_model: str = "minilm",
-        finetune_text: bool = False,
+        config: TFNConfig = TFNConfig(),
+        text: TextConfig = TextConfig(),
         outputs: int = 1,
     ) -> None:
-        super().__init__(modalities, feature_dims, text_model, finetune_text, outputs)
+        super().__init__(modalities, feature_dims, text, outputs)
+        text_hidden = config.text_hidden
+        av_hidden = config.av_hidden
+        post_fusion = config.post_fusion
+        dropout = config.dropout
         hidden = {m: text_hidden if m == "text" else av_hidden for m in modalities}
         self.encoders = utterance_encoders(self.input_dims, hidden, dropout, text_lstm=True)
         fused = 1
@@ -51,4 +66,4 @@ class TensorFusionNetwork(MSAModel):
         for m, (x, lengths) in self.sequences(batch).items():
             z = with_one(self.encoders[m](x, lengths))
             tensor = z if tensor is None else torch.einsum("bi,bj->bij", tensor, z).flatten(1)
-        return ModelOutput(score=self.to_score(self.post(tensor)))
+        return ModelOutput(prediction=self.to_prediction(self.post(tensor)))

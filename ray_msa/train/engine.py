@@ -16,16 +16,19 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
 
+from ray_msa.config import SCHEDULES, TrainConfig
 from ray_msa.errors import InputError
 from ray_msa.models.base import ModelOutput, MSAModel
 
-ENGINES = ("ddp", "deepspeed")
-SCHEDULES = ("constant", "linear", "cosine")
-
-
-def make_optimizer(model: MSAModel, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameter_groups(lr), lr=lr, weight_decay=weight_decay)
+def make_optimizer(model: MSAModel, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (default), Adam or SGD with momentum over the model's parameter groups."""
+    groups = model.parameter_groups(train.lr)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+    optimizer = torch.optim.AdamW if train.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(groups, lr=train.lr, weight_decay=train.weight_decay)
 
 
 def make_schedule(
@@ -36,8 +39,6 @@ def make_schedule(
     (every parameter group scaled alike). Transformers trained from scratch or fine-tuned on
     a few thousand examples need the warm-up; the decay settles the epochs before early
     stopping picks the best one. `constant`: no scheduler."""
-    from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, SequentialLR
-
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown lr_schedule '{schedule}', expected one of {SCHEDULES}")
     if schedule == "constant":
@@ -97,27 +98,22 @@ def deepspeed_config(
 
 
 class Engine:
-    """DDP (or a single process): backward, clip, AdamW step."""
+    """DDP (or a single process): backward, clip, optimizer step, schedule step."""
 
-    def __init__(
-        self,
-        model: MSAModel,
-        lr: float,
-        weight_decay: float,
-        grad_clip: float,
-        device: torch.device,
-        schedule: tuple[str, float, int] = ("constant", 0.0, 1),
-    ) -> None:
+    def __init__(self, model: MSAModel, train: TrainConfig, device: torch.device, total_steps: int = 1) -> None:
+        """`total_steps`: optimizer steps the learning-rate schedule spans (a fold's max epochs x batches)."""
         self.model = model.to(device)
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        if distributed:
+        self.grad_clip = train.grad_clip
+        self.optimizer = make_optimizer(self.model, train)
+        self.scheduler = make_schedule(self.optimizer, train.lr_schedule, train.warmup, max(1, total_steps))
+        self.wrapped = self.wrap(train, device)
+
+    def wrap(self, train: TrainConfig, device: torch.device) -> nn.Module:
+        """What the forward pass runs through: DDP over several processes, else the bare model."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             ids = [device.index] if device.type == "cuda" else None
-            self.wrapped: nn.Module = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        else:
-            self.wrapped = self.model
-        self.optimizer = make_optimizer(self.model, lr, weight_decay)
-        self.scheduler = make_schedule(self.optimizer, *schedule)
-        self.grad_clip = grad_clip
+            return nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        return self.model
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         return self.wrapped(batch)
@@ -156,30 +152,16 @@ class Engine:
 class DeepSpeedEngine(Engine):
     """The same contract on a DeepSpeed engine (ZeRO 0-3; works on CPU with gloo)."""
 
-    def __init__(
-        self,
-        model: MSAModel,
-        lr: float,
-        weight_decay: float,
-        grad_clip: float,
-        device: torch.device,
-        schedule: tuple[str, float, int] = ("constant", 0.0, 1),
-        batch_size: int = 32,
-        zero_stage: int = 0,
-        template: str | None = None,
-    ) -> None:
-        import deepspeed
+    def wrap(self, train: TrainConfig, device: torch.device) -> nn.Module:
+        """DeepSpeed takes over our optimizer and steps our schedule after each optimizer step."""
+        import deepspeed  # heavy: only DeepSpeed trials load it
 
-        self.model = model.to(device)
         world = dist.get_world_size() if dist.is_initialized() else 1
-        optimizer = make_optimizer(self.model, lr, weight_decay)
-        self.scheduler = make_schedule(optimizer, *schedule)  # DeepSpeed steps it after each optimizer step
-        config = deepspeed_config(batch_size, world, grad_clip, zero_stage, device, template)
+        config = deepspeed_config(train.batch_size, world, train.grad_clip, train.zero_stage, device, train.deepspeed_config)
         self.ds, self.optimizer, _, _ = deepspeed.initialize(
-            model=self.model, optimizer=optimizer, lr_scheduler=self.scheduler, config=config
+            model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config
         )
-        self.wrapped = self.ds
-        self.grad_clip = grad_clip
+        return self.ds
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         return self._in_model_dtype(self.ds, batch)
@@ -193,8 +175,8 @@ class DeepSpeedEngine(Engine):
         if dtype != torch.float32:
             batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
         output = module(batch)
-        if output.score.dtype != torch.float32:
-            output = ModelOutput(output.score.float(), {k: v.float() for k, v in output.extras.items()})
+        if output.prediction.dtype != torch.float32:
+            output = ModelOutput(output.prediction.float(), {k: v.float() for k, v in output.extras.items()})
         return output
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -204,26 +186,6 @@ class DeepSpeedEngine(Engine):
         self.ds.step()  # clips, steps and zeroes gradients per the config, then steps the schedule
 
 
-def make_engine(
-    name: str, model: MSAModel, config: dict[str, Any], device: torch.device, total_steps: int = 1
-) -> Engine:
-    """`total_steps`: optimizer steps the schedule spans (a fold's max epochs x batches)."""
-    schedule = (config.get("lr_schedule", "constant"), float(config.get("warmup", 0.0)), max(1, total_steps))
-    common = dict(
-        lr=config["lr"],
-        weight_decay=config.get("weight_decay", 0.0),
-        grad_clip=config.get("grad_clip", 1.0),
-        device=device,
-        schedule=schedule,
-    )
-    if name == "ddp":
-        return Engine(model, **common)
-    if name == "deepspeed":
-        return DeepSpeedEngine(
-            model,
-            batch_size=config["batch_size"],
-            zero_stage=config.get("zero_stage", 0),
-            template=config.get("deepspeed_config"),
-            **common,
-        )
-    raise ValueError(f"unknown engine '{name}', expected one of {ENGINES}")
+def make_engine(model: MSAModel, train: TrainConfig, device: torch.device, total_steps: int = 1) -> Engine:
+    """The trial's engine (`train.engine`) around `model`."""
+    return (DeepSpeedEngine if train.engine == "deepspeed" else Engine)(model, train, device, total_steps)

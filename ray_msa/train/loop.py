@@ -4,20 +4,17 @@ A trial is a K-fold cross-validation over train+valid. The K folds train in lock
 one epoch each per round, so after every epoch the trial reports the mean over folds of
 each fold's best validation metric so far; ASHA compares trials on that. Each fold
 stops early on its own validation metric and restores its best weights at the end.
-The loop runs inside Ray Train workers (`cross_validate_worker`, `final_train_worker`)
-and also in a plain process (tests, benchmarks) through the same functions.
+The loop runs inside Ray Train workers (`workers.py`) and also in a plain process (tests,
+benchmarks, the GPU check) through the same functions; it imports neither Ray nor MLflow.
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,40 +23,11 @@ import torch.distributed as dist
 
 from ray_msa.data.dataset import MSADataset, Split
 from ray_msa.data.folds import development_pool, group_folds
-from ray_msa.data.h5cache import ensure_cache_on_this_node
 from ray_msa.metrics import DEFAULT_METRIC, METRIC_SETS, compute_metrics, is_better
-from ray_msa.models import build_model
 from ray_msa.train.batches import batches, in_order, input_stats, length_bucketed, sequence_lengths, shard
 from ray_msa.train.engine import Engine, make_engine
+from ray_msa.trial import RunContext, TrialConfig
 
-# Keys of a trial config that steer training; every other key is a model hyperparameter.
-TRAIN_KEYS = {
-    "arch",
-    "engine",
-    "folds",
-    "seed",
-    "max_epochs",
-    "patience",
-    "metric",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "grad_clip",
-    "zero_stage",
-    "threads",
-    "tracking_uri",
-    "trial_run_id",
-    "study_run_id",
-    "dataset_ref",
-    "checkpoint_every",
-    "final_epochs",
-    "trial_name",
-    "text_mode",
-    "deepspeed_config",
-    "time_budget_min",
-    "lr_schedule",
-    "warmup",
-}
 Report = Callable[[dict[str, Any], dict[str, Any] | None], None]
 
 
@@ -107,25 +75,19 @@ def progress(message: str) -> None:
     sys.stdout.flush()
 
 
-def model_config(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in TRAIN_KEYS}
-
-
 def new_engine(
-    config: dict[str, Any], dataset: MSADataset, split: Split, train_idx: np.ndarray, seed: int, ctx: WorkerContext
+    trial: TrialConfig, dataset: MSADataset, split: Split, train_idx: np.ndarray, seed: int, ctx: WorkerContext
 ) -> Engine:
     """A fresh model and engine for one fold; its learning-rate schedule spans max_epochs."""
     torch.manual_seed(seed)
-    model = build_model(config["arch"], dataset.modalities, dataset.feature_dims(), model_config(config), dataset.task)
+    model = trial.spec.for_dataset(dataset, trial.model, trial.text)
     reads = model.inputs()
     model.set_input_stats(
         input_stats(split, train_idx, tuple(m for m in dataset.modalities if reads is None or m in reads))
     )
     model.prepare_from_training_data(split, train_idx)
-    steps_per_epoch = -(-len(train_idx) // max(1, config["batch_size"]))
-    return make_engine(
-        config.get("engine", "ddp"), model, config, ctx.device, steps_per_epoch * int(config["max_epochs"])
-    )
+    steps_per_epoch = -(-len(train_idx) // trial.train.batch_size)
+    return make_engine(model, trial.train, ctx.device, steps_per_epoch * trial.train.max_epochs)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -133,14 +95,14 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def train_epoch(
-    engine: Engine, split: Split, index: np.ndarray, config: dict[str, Any], seed: list[int], ctx: WorkerContext
+    engine: Engine, split: Split, index: np.ndarray, batch_size: int, seed: list[int], ctx: WorkerContext
 ) -> dict[str, float]:
     """One pass over this worker's shard of `index`, in a seeded order."""
     engine.train(True)
     rng = np.random.default_rng(seed)
     torch.manual_seed(int(rng.integers(2**31)))  # dropout too depends only on (seed, fold, epoch): resumes are exact
     local = shard(rng.permutation(index), ctx.rank, ctx.world, pad=True)
-    groups = length_bucketed(local, sequence_lengths(split), max(1, config["batch_size"] // ctx.world), rng)
+    groups = length_bucketed(local, sequence_lengths(split), max(1, batch_size // ctx.world), rng)
     sums: dict[str, float] = {}
     steps = 0
     for batch in batches(split, groups, engine.model.inputs()):
@@ -165,7 +127,7 @@ def predict(engine: Engine, split: Split, index: np.ndarray, batch_size: int, ct
     positions = positions[np.argsort(sequence_lengths(split)[index[positions]], kind="stable")]
     groups = in_order(index[positions], batch_size)
     scores = [
-        engine.predict(to_device(b, ctx.device)).score.float().cpu().numpy()
+        engine.predict(to_device(b, ctx.device)).prediction.float().cpu().numpy()
         for b in batches(split, groups, engine.model.inputs())
     ]
     local = (positions, np.concatenate(scores) if scores else np.zeros(0, np.float32))
@@ -191,46 +153,58 @@ def fold_summary(folds: list[Fold], metric_names: tuple[str, ...]) -> dict[str, 
     return summary
 
 
+def _restore(folds: list[Fold], resume: dict[str, Any]) -> int:
+    """Folds as a checkpoint left them; returns the epoch to continue from."""
+    for fold, saved in zip(folds, resume["folds"]):
+        fold.engine.load_state_dict(saved["engine"])
+        fold.best_state = saved["best_state"]
+        for k, v in saved["progress"].items():
+            setattr(fold, k, v)
+    return resume["epoch"] + 1
+
+
+def _close_fold_run(tracker: Any, fold: Fold, dataset: MSADataset, pool: Split) -> None:
+    """A finished fold's run: its best metrics, plots, confusion matrix (classes), FINISHED."""
+    tracker.metrics(fold.run_id, {**fold.best_metrics, "best_epoch": fold.best_epoch + 1})
+    tracker.plot_history(fold.run_id, fold.history, fold.engine.model.plot_prefixes)
+    if dataset.task == "classes":
+        truth, chosen = pool.labels[fold.val_idx], np.asarray(fold.best_predictions).argmax(-1)
+        tracker.confusion_matrix(fold.run_id, truth, chosen, dataset.class_names)
+    tracker.finish(fold.run_id)
+
+
 def run_cross_validation(
-    config: dict[str, Any],
+    trial: TrialConfig,
     dataset: MSADataset,
     report: Report,
     ctx: WorkerContext,
     resume: dict[str, Any] | None = None,
     tracker: Any = None,
+    run: RunContext = RunContext(),
 ) -> dict[str, float]:
     """Train the K folds of one trial in lockstep; report once per epoch."""
+    train = trial.train
     pool = development_pool(dataset)
-    metric, seed = config.get("metric") or DEFAULT_METRIC[dataset.metric_set], int(config.get("seed", 0))
+    metric, seed = train.metric or DEFAULT_METRIC[dataset.metric_set], train.seed
     metric_names = METRIC_SETS[dataset.metric_set]
-    folds = []
     classes = pool.labels if dataset.task == "classes" else None
-    for i, (train_idx, val_idx) in enumerate(group_folds(pool.video_ids, int(config["folds"]), seed, classes)):
-        folds.append(Fold(i, train_idx, val_idx, new_engine(config, dataset, pool, train_idx, seed * 1000 + i, ctx)))
-    start_epoch = 0
-    if resume:
-        start_epoch = resume["epoch"] + 1
-        for fold, saved in zip(folds, resume["folds"]):
-            fold.engine.load_state_dict(saved["engine"])
-            fold.best_state = saved["best_state"]
-            for k, v in saved["progress"].items():
-                setattr(fold, k, v)
+    folds = [
+        Fold(i, train_idx, val_idx, new_engine(trial, dataset, pool, train_idx, seed * 1000 + i, ctx))
+        for i, (train_idx, val_idx) in enumerate(group_folds(pool.video_ids, train.folds, seed, classes))
+    ]
+    start_epoch = _restore(folds, resume) if resume else 0
     if tracker is not None:
         for fold in (f for f in folds if not f.done):  # a fold finished before a restart keeps its finished run
-            fold.run_id = tracker.child(
-                config["trial_run_id"], f"fold-{fold.index}", {"role": "fold", "fold": str(fold.index)}
-            )
-            tracker.params(
-                fold.run_id, {"fold": fold.index, "train_size": len(fold.train_idx), "val_size": len(fold.val_idx)}
-            )
-    name, max_epochs = config.get("trial_name", "trial"), int(config["max_epochs"])
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, max_epochs):
+            tags = {"role": "fold", "fold": str(fold.index)}
+            fold.run_id = tracker.child(run.trial_run_id, f"fold-{fold.index}", tags)
+            sizes = {"fold": fold.index, "train_size": len(fold.train_idx), "val_size": len(fold.val_idx)}
+            tracker.params(fold.run_id, sizes)
+    for epoch in range(start_epoch, train.max_epochs):
         started = time.perf_counter()
         for fold in (f for f in folds if not f.done):
-            fit = train_epoch(fold.engine, pool, fold.train_idx, config, [seed, fold.index, epoch], ctx)
+            fit = train_epoch(fold.engine, pool, fold.train_idx, train.batch_size, [seed, fold.index, epoch], ctx)
             fold.history.append(fit)
-            predictions = predict(fold.engine, pool, fold.val_idx, config["batch_size"], ctx)
+            predictions = predict(fold.engine, pool, fold.val_idx, train.batch_size, ctx)
             val = compute_metrics(dataset.metric_set, predictions, pool.labels[fold.val_idx])
             if is_better(metric, val[metric], fold.best_value):
                 fold.best_value, fold.best_epoch, fold.best_metrics, fold.bad_epochs = val[metric], epoch, val, 0
@@ -238,49 +212,35 @@ def run_cross_validation(
                 fold.best_state = copy.deepcopy(fold.engine.model.state_dict())
             else:
                 fold.bad_epochs += 1
-            fold.done = fold.bad_epochs >= int(config["patience"]) or epoch == max_epochs - 1
+            fold.done = fold.bad_epochs >= train.patience or epoch == train.max_epochs - 1
             if fold.done:  # restore the best weights; its metrics are the fold's result
                 fold.engine.model.load_state_dict(fold.best_state)
             if tracker is not None:
                 tracker.metrics(fold.run_id, {**fit, **{f"val_{k}": v for k, v in val.items()}}, step=epoch)
                 if fold.done:
-                    tracker.metrics(fold.run_id, {**fold.best_metrics, "best_epoch": fold.best_epoch + 1})
-                    tracker.plot_history(fold.run_id, fold.history, fold.engine.model.plot_prefixes)
-                    if dataset.task == "classes":
-                        tracker.confusion_matrix(
-                            fold.run_id,
-                            pool.labels[fold.val_idx],
-                            np.asarray(fold.best_predictions).argmax(-1),
-                            dataset.class_names,
-                        )
-                    tracker.finish(fold.run_id)
+                    _close_fold_run(tracker, fold, dataset, pool)
         summary = fold_summary(folds, metric_names)
         all_done = all(f.done for f in folds)
         if ctx.is_chief:
             values = " ".join(f"{f.best_value:.3f}" + ("*" if f.done else "") for f in folds)
             progress(
-                f"[{name}] epoch {epoch + 1}/{max_epochs}: best val {metric} by fold {values} | mean {summary[f'mean_{metric}']:.4f} | {time.perf_counter() - started:.1f}s"
+                f"[{run.trial_name}] epoch {epoch + 1}/{train.max_epochs}: best val {metric} by fold {values} | "
+                f"mean {summary[f'mean_{metric}']:.4f} | {time.perf_counter() - started:.1f}s"
             )
         if tracker is not None:
-            tracker.metrics(config["trial_run_id"], summary, step=epoch)
+            tracker.metrics(run.trial_run_id, summary, step=epoch)
         result = {
             **summary,
             "epoch": epoch + 1,
             "folds_done": sum(f.done for f in folds),
             "cv_complete": all_done,
             "best_epochs": [f.best_epoch + 1 for f in folds],
-            "trial_run_id": config.get("trial_run_id", ""),
+            "trial_run_id": run.trial_run_id or "",
         }
-        every = int(config.get("checkpoint_every", 5))
         state = None
-        if all_done or (epoch + 1) % every == 0:
-            state = {
-                "epoch": epoch,
-                "folds": [
-                    {"engine": f.engine.state_dict(), "best_state": f.best_state, "progress": f.progress()}
-                    for f in folds
-                ],
-            }
+        if all_done or (epoch + 1) % train.checkpoint_every == 0:
+            saved = [{"engine": f.engine.state_dict(), "best_state": f.best_state, "progress": f.progress()} for f in folds]
+            state = {"epoch": epoch, "folds": saved}
         report(result, state)
         if all_done:
             break
@@ -288,103 +248,24 @@ def run_cross_validation(
 
 
 def run_final_training(
-    config: dict[str, Any], dataset: MSADataset, ctx: WorkerContext, tracker: Any = None
+    trial: TrialConfig, dataset: MSADataset, ctx: WorkerContext, tracker: Any = None, run: RunContext = RunContext()
 ) -> tuple[dict[str, float], Engine]:
-    """Retrain on all of train+valid for `final_epochs` epochs, then evaluate once on test."""
+    """Retrain on all of train+valid for `train.final_epochs` epochs, then evaluate once on test."""
+    train = trial.train
+    if train.final_epochs is None:
+        raise ValueError("run_final_training needs train.final_epochs (the best trial's mean best epoch)")
     pool = development_pool(dataset)
-    seed = int(config.get("seed", 0))
     everything = np.arange(len(pool))
-    engine = new_engine(
-        config, dataset, pool, everything, seed * 1000 + 999, ctx
-    )  # the folds' schedule, stopped at their best epoch
-    epochs = int(config["final_epochs"])
-    for epoch in range(epochs):
-        fit = train_epoch(engine, pool, everything, config, [seed, 999, epoch], ctx)
+    # the folds' schedule, stopped at their best epoch
+    engine = new_engine(trial, dataset, pool, everything, train.seed * 1000 + 999, ctx)
+    for epoch in range(train.final_epochs):
+        fit = train_epoch(engine, pool, everything, train.batch_size, [train.seed, 999, epoch], ctx)
         if ctx.is_chief:
-            progress(f"[final] epoch {epoch + 1}/{epochs}: train loss {fit['train_loss']:.4f}")
+            progress(f"[final] epoch {epoch + 1}/{train.final_epochs}: train loss {fit['train_loss']:.4f}")
         if tracker is not None:
-            tracker.metrics(config["study_run_id"], {f"final_{k}": v for k, v in fit.items()}, step=epoch)
+            tracker.metrics(run.study_run_id, {f"final_{k}": v for k, v in fit.items()}, step=epoch)
     test = dataset.splits["test"]
     if dataset.task == "classes" and (test.labels < 0).all():  # unlabelled test posts: the CV metrics are the result
         return {}, engine
-    scores = predict(engine, test, np.arange(len(test)), config["batch_size"], ctx)
+    scores = predict(engine, test, np.arange(len(test)), train.batch_size, ctx)
     return compute_metrics(dataset.metric_set, scores, test.labels), engine
-
-
-# ---- Ray Train entry points ------------------------------------------------------------
-
-
-def _ray_context() -> WorkerContext:
-    import ray.train
-    import ray.train.torch
-
-    context = ray.train.get_context()
-    return WorkerContext(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
-
-
-def _quiet_ray_train() -> None:
-    """Ray Train logs every report's full metrics at INFO; progress lines say enough."""
-    try:
-        from ray.train.v2._internal.execution import context as train_context
-    except ImportError:
-        return
-    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
-
-
-def _setup(config: dict[str, Any]) -> tuple[MSADataset, WorkerContext, Any]:
-    import ray
-
-    _quiet_ray_train()
-    torch.set_num_threads(int(config.get("threads", 1)))
-    dataset = ray.get(config["dataset_ref"][0])
-    ensure_cache_on_this_node(dataset)
-    ctx = _ray_context()
-    tracker = None
-    if ctx.is_chief and config.get("tracking_uri"):
-        from ray_msa.tracking import Tracker
-
-        tracker = Tracker(config["tracking_uri"])
-    return dataset, ctx, tracker
-
-
-def _checkpoint_report(metrics: dict[str, Any], state: dict[str, Any] | None, ctx: WorkerContext) -> None:
-    import ray.train
-
-    if state is None or not ctx.is_chief:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save(state, Path(tmp) / "state.pt")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-def load_checkpoint_state(checkpoint: Any) -> dict[str, Any] | None:
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / "state.pt", weights_only=True)
-
-
-def cross_validate_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker entry for one trial; resumes from the last Ray checkpoint."""
-    import ray.train
-
-    started = time.time()  # lets the driver separate Ray's start-up from training time
-    dataset, ctx, tracker = _setup(config)
-    resume = load_checkpoint_state(ray.train.get_checkpoint())
-    run_cross_validation(
-        config,
-        dataset,
-        lambda m, s: _checkpoint_report({**m, "worker_started_at": started}, s, ctx),
-        ctx,
-        resume,
-        tracker,
-    )
-
-
-def final_train_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker entry for the final model; reports test metrics and the weights."""
-    dataset, ctx, tracker = _setup(config)
-    test_metrics, engine = run_final_training(config, dataset, ctx, tracker)
-    state = {"model": engine.model.state_dict()} if ctx.is_chief else None
-    _checkpoint_report({f"test_{k}": v for k, v in test_metrics.items()}, state, ctx)
