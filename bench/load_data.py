@@ -106,7 +106,8 @@ def main() -> None:
         started = time.perf_counter()
         pkl = write_mmsa_pickle(work / "mosei", "mosei", "unaligned", sizes, seed=0, neg_inf_frames=100)
         print(
-            f"generated {pkl} ({pkl.stat().st_size / 2**30:.2f} GiB, {sum(sizes)} samples = {' + '.join(map(str, sizes))}) "
+            f"generated {pkl} ({pkl.stat().st_size / 2**30:.2f} GiB, {sum(sizes)} samples = "
+            f"{' + '.join(map(str, sizes))}) "
             f"in {time.perf_counter() - started:.0f}s"
         )
         ctx = mp.get_context("spawn")
@@ -125,7 +126,8 @@ def main() -> None:
             rows = run_workers(load_pickle_worker, [(str(pkl),)] * args.workers)
         else:  # every pickle worker holds a private copy: all at once would not fit in memory here
             print(
-                f"{args.workers} pickle workers need ~{needed / 2**30:.0f} GiB but {available / 2**30:.0f} GiB is available: running them one after another"
+                f"{args.workers} pickle workers need ~{needed / 2**30:.0f} GiB but {available / 2**30:.0f} GiB "
+                f"is available: running them one after another"
             )
             rows = [
                 r
@@ -141,7 +143,8 @@ def main() -> None:
         pickle_s = max(r[1] for r in rows if r[0] == "pickle")
         cache_s = max(r[1] for r in rows if r[0] == "cache")
         print(
-            f"\nworker ready to train: pickle {pickle_s:.2f}s vs cache {cache_s:.2f}s = {pickle_s / cache_s:.0f}x faster from the cache"
+            f"\nworker ready to train: pickle {pickle_s:.2f}s vs cache {cache_s:.2f}s = "
+            f"{pickle_s / cache_s:.0f}x faster from the cache"
         )
     finally:
         if args.dir is None:

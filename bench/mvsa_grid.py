@@ -69,7 +69,8 @@ def main() -> None:
     print(f"| encoder | fusion | accuracy ({args.folds}-fold) | weighted F1 | minutes |\n|---|---|---|---|---|")
     for encoder, fusion, s, seconds in rows:
         print(
-            f"| {encoder} | {fusion} | {s['mean_Acc']:.4f} ± {s['std_Acc']:.4f} | {s['mean_F1_weighted']:.4f} ± {s['std_F1_weighted']:.4f} | {seconds / 60:.1f} |"
+            f"| {encoder} | {fusion} | {s['mean_Acc']:.4f} ± {s['std_Acc']:.4f} | {s['mean_F1_weighted']:.4f} ± "
+            f"{s['std_F1_weighted']:.4f} | {seconds / 60:.1f} |"
         )
 
 

@@ -147,7 +147,8 @@ def versus_mmsa_mult(dataset, n_batches: int, threads: int) -> None:
     mmsa = time_steps(theirs_step, full_batches[: n_batches + 1])
     mine = time_steps(ours_step, ours_batches[: n_batches + 1], repeats=3)
     print(
-        f"\nmult vs MMSA 2.2.1 MULT (MOSI regression config: 50-d, 10 heads, 4 levels, kernels 5, batch 16; {threads} threads, one process)"
+        f"\nmult vs MMSA 2.2.1 MULT (MOSI regression config: 50-d, 10 heads, 4 levels, kernels 5, batch 16; "
+        f"{threads} threads, one process)"
     )
     print(f"MMSA MULT   {mmsa:8.2f} samples/s")
     print(f"ray_msa mult {mine:8.2f} samples/s  ({mine / mmsa:.1f}x)")
@@ -177,7 +178,8 @@ def main() -> None:
         type=int,
         default=0,
         metavar="BATCHES",
-        help="also time MMSA 2.2.1's MULT against our mult on this many batches (needs: pip install --no-deps mmsa==2.2.1 easydict)",
+        help="also time MMSA 2.2.1's MULT against our mult on this many batches (needs: pip install --no-deps "
+        "mmsa==2.2.1 easydict)",
     )
     args = parser.parse_args()
 
@@ -232,10 +234,12 @@ def main() -> None:
                 )
             )
     print(
-        f"\n{args.arch} on {args.data} ({len(dataset.splits['train']) + len(dataset.splits['valid'])} training samples/epoch, batch {args.batch_size}, {total:g} CPUs)"
+        f"\n{args.arch} on {args.data} ({len(dataset.splits['train']) + len(dataset.splits['valid'])} training "
+        f"samples/epoch, batch {args.batch_size}, {total:g} CPUs)"
     )
     print(
-        f"{'engine':<10} {'workers':>7} {'threads':>7} {'samples/s':>10} {'peak RSS/worker MB':>19} {'ray start s':>11} {'ray stop s':>10}"
+        f"{'engine':<10} {'workers':>7} {'threads':>7} {'samples/s':>10} {'peak RSS/worker MB':>19} "
+        f"{'ray start s':>11} {'ray stop s':>10}"
     )
     for engine, workers, threads, sps, rss, start, stop in rows:
         print(f"{engine:<10} {workers:>7} {threads:>7} {sps:>10.1f} {rss:>19.0f} {start:>11.1f} {stop:>10.1f}")

@@ -35,7 +35,10 @@ def study_config(tracking_uri: str, dataset: str, run_id: str | None) -> tuple[T
     if run_id is None:
         experiment = client.get_experiment_by_name(f"ray_msa-{dataset}")
         query = "tags.role = 'study' and attributes.status = 'FINISHED'"
-        runs = client.search_runs([experiment.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=1)
+        order = ["attributes.start_time DESC"]
+        runs = (
+            client.search_runs([experiment.experiment_id], query, order_by=order, max_results=1) if experiment else []
+        )
         if not runs:
             return None, f"the search space's start configuration (no finished {dataset} study in the tracking store)"
         run_id = runs[0].info.run_id
@@ -43,18 +46,27 @@ def study_config(tracking_uri: str, dataset: str, run_id: str | None) -> tuple[T
     try:
         record = mlflow.artifacts.load_dict(f"runs:/{run_id}/model_spec.json")
     except MlflowException as err:
-        raise InputError(run_id, "--config-run", f"no model_spec.json in this run ({str(err).splitlines()[0]})",
-                         f"pass the run id of a finished `tune {dataset}` study") from None
+        raise InputError(
+            run_id,
+            "--config-run",
+            f"no model_spec.json in this run ({str(err).splitlines()[0]})",
+            f"pass the run id of a finished `tune {dataset}` study",
+        ) from None
     if "config" not in record:
-        raise InputError(run_id, "model_spec.json", "written before configurations were recorded",
-                         "tune again with this version, or ablate without --config-run")
+        raise InputError(
+            run_id,
+            "model_spec.json",
+            "written before configurations were recorded",
+            "tune again with this version, or ablate without --config-run",
+        )
     return TrialConfig.from_dict(record["config"]), f"study run {run_id}"
 
 
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ray_msa.ablate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_msa.ablate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dataset", help="the dataset the study tuned on (mvsa: image+text posts)")
     parser.add_argument("--data", help="the dataset's folder (default: $RAY_MSA_DATA/DATASET or ./data/DATASET)")
     parser.add_argument("--config-run", help="study run whose configuration to use (default: the latest study)")
@@ -72,16 +84,24 @@ def main(argv: list[str] | None = None) -> int:
         trial = space.build(space.start_for())
     spec = trial.spec
     if not spec.variants:
-        raise InputError("--config-run", trial.arch, "this architecture declares no ablation variants",
-                         "ablate a study of an architecture that does (image_text)")
+        raise InputError(
+            "--config-run",
+            trial.arch,
+            "this architecture declares no ablation variants",
+            "ablate a study of an architecture that does (image_text)",
+        )
     variants = args.variants.split(",") if args.variants else list(spec.variants)
     unknown = [v for v in variants if v not in spec.variants]
     if unknown:
         raise InputError("--variants", ",".join(unknown), "unknown variant", f"use some of {', '.join(spec.variants)}")
     dataset = spec.prepare_text(load_dataset(args.dataset, args.data), trial.text)
     metric = trial.train.metric or DEFAULT_METRIC[dataset.metric_set]
-    trial = trial.with_train(folds=args.folds, seed=args.seed, metric=metric, **({"max_epochs": args.epochs} if args.epochs else {}))
-    print(f"{dataset.summary()}\nconfiguration from {origin}: {trial.arch} {trial.model}; text {trial.text}", flush=True)
+    trial = trial.with_train(
+        folds=args.folds, seed=args.seed, metric=metric, **({"max_epochs": args.epochs} if args.epochs else {})
+    )
+    print(
+        f"{dataset.summary()}\nconfiguration from {origin}: {trial.arch} {trial.model}; text {trial.text}", flush=True
+    )
     tracker = Tracker(uri)
     tags = {"role": "ablation", "arch": trial.arch, "dataset": args.dataset}
     parent = tracker.start(tracker.experiment(f"ray_msa-{args.dataset}"), "ablation", tags)
@@ -90,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in variants:
         child = tracker.child(parent, name, {"role": "ablation-variant", "variant": name})
         variant = trial.with_model(**spec.variants[name])
-        summary = run_cross_validation(variant, dataset, lambda m, s: None, WorkerContext(), run=RunContext(trial_name=name))
+        summary = run_cross_validation(
+            variant, dataset, lambda m, s: None, WorkerContext(), run=RunContext(trial_name=name)
+        )
         tracker.metrics(child, summary)
         tracker.finish(child)
         rows.append((name, summary))

@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
+
 from ray_msa.errors import InputError, exit_on_input_error
 from ray_msa.metrics import ALL_METRICS
 
@@ -26,8 +28,6 @@ EXPERIMENT_PREFIX = "ray_msa-"
 
 def collect(tracking_uri: str, dataset: str | None = None) -> list[dict]:
     """One row per (architecture, dataset): the latest finished study run."""
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri)
     experiments = [e for e in client.search_experiments() if e.name.startswith(EXPERIMENT_PREFIX)]
     if dataset:

@@ -132,7 +132,9 @@ class Settings:
         """Values in [0, 1): dropout rates, warm-up shares."""
         for key in keys:
             value = getattr(self, key)
-            self.require(0.0 <= value < 1.0, key, f"{value} is outside [0, 1)", "use a value from 0 up to (not including) 1")
+            self.require(
+                0.0 <= value < 1.0, key, f"{value} is outside [0, 1)", "use a value from 0 up to (not including) 1"
+            )
 
     def divides(self, heads_key: str, width: int, width_name: str) -> None:
         heads = getattr(self, heads_key)
@@ -140,7 +142,8 @@ class Settings:
             heads >= 1 and width % heads == 0,
             heads_key,
             f"{heads} heads do not divide the width {width_name} = {width}",
-            f"use a divisor of {width} ({', '.join(str(d) for d in range(1, width + 1) if width % d == 0 and d <= 16)})",
+            f"use a divisor of {width} "
+            f"({', '.join(str(d) for d in range(1, width + 1) if width % d == 0 and d <= 16)})",
         )
 
 
@@ -167,6 +170,9 @@ class TrainConfig(Settings):
     final: Literal["refit"] = "refit"  # the final model: retrained on train+valid
     final_epochs: int | None = None  # the refit's epochs, set from the best trial's folds
     engine: Literal["ddp", "deepspeed"] = "ddp"
+    precision: Literal["fp32", "bf16"] = (
+        "fp32"  # bf16: autocast in the DDP engine (DeepSpeed: bf16 on GPUs that have it)
+    )
     deepspeed_config: str | None = None  # a DeepSpeed JSON whose "auto" values are filled per trial
 
     def __post_init__(self) -> None:
@@ -175,7 +181,9 @@ class TrainConfig(Settings):
         self.positive("lr")
         self.at_least(0.0, "weight_decay", "grad_clip")
         self.fraction("warmup", "momentum")
-        self.require(0 <= self.zero_stage <= 3, "zero_stage", f"{self.zero_stage} is not a ZeRO stage", "use 0, 1, 2 or 3")
+        self.require(
+            0 <= self.zero_stage <= 3, "zero_stage", f"{self.zero_stage} is not a ZeRO stage", "use 0, 1, 2 or 3"
+        )
         self.require(
             self.metric is None or self.metric in ALL_METRICS,
             "metric",

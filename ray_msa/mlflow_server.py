@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     command = server_command(root, args.host, args.port, args.store_uri)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
-            f"note: MLflow binds {args.host}: anyone who can reach it can read and write runs; keep it on a private network",
+            f"note: MLflow binds {args.host}: anyone who can reach it can read and write runs; keep it on a "
+            f"private network",
             flush=True,
         )
     print(f"MLflow tracking server: --tracking-uri http://{args.host}:{args.port}", flush=True)

@@ -16,10 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 import mlflow
 import mlflow.pytorch
+import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 

@@ -68,18 +68,26 @@ def _check_distribution(path: Path, name: str, entry: Any) -> None:
     if not isinstance(entry, dict):
         return
     if len(entry) != 1 or next(iter(entry)) not in DISTRIBUTIONS:
-        raise InputError(path, f"space.{name}", f"unknown distribution {entry}", f"use one of {', '.join(DISTRIBUTIONS)}")
+        raise InputError(
+            path, f"space.{name}", f"unknown distribution {entry}", f"use one of {', '.join(DISTRIBUTIONS)}"
+        )
     kind, args = next(iter(entry.items()))
     if kind == "choice":
         if not isinstance(args, list) or not args:
-            raise InputError(path, f"space.{name}", f"choice needs a list of values, got {args!r}", "write {choice: [a, b]}")
+            raise InputError(
+                path, f"space.{name}", f"choice needs a list of values, got {args!r}", "write {choice: [a, b]}"
+            )
         return
     numeric = isinstance(args, list) and len(args) == 2 and all(isinstance(a, numbers.Real) for a in args)
     if not numeric or not args[0] < args[1] or (kind == "loguniform" and args[0] <= 0):
         positive = " above 0" if kind == "loguniform" else ""
-        raise InputError(path, f"space.{name}", f"bad {kind} bounds {args!r}", f"give [low, high] with low < high{positive}")
+        raise InputError(
+            path, f"space.{name}", f"bad {kind} bounds {args!r}", f"give [low, high] with low < high{positive}"
+        )
     if kind == "randint" and not all(isinstance(a, numbers.Integral) for a in args):
-        raise InputError(path, f"space.{name}", f"randint needs whole bounds, got {args!r}", "give [low, high) as integers")
+        raise InputError(
+            path, f"space.{name}", f"randint needs whole bounds, got {args!r}", "give [low, high) as integers"
+        )
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,12 @@ class SpaceFile:
                 section = self.section_of(key)
                 if section is None:
                     known = (*TrainConfig.keys(), *get_spec(self.arch).config.keys())
-                    raise InputError(self.path, f"{source} {key}", "not a setting of training or of this architecture", closest(key, known))
+                    raise InputError(
+                        self.path,
+                        f"{source} {key}",
+                        "not a setting of training or of this architecture",
+                        closest(key, known),
+                    )
                 sections[section][key] = value
         if dataset is not None and sections["train"].get("metric") is None:
             sections["train"]["metric"] = DEFAULT_METRIC[dataset.metric_set]
@@ -128,7 +141,7 @@ class SpaceFile:
 
     def tune_space(self) -> dict[str, Any]:
         """The `space` section as Ray Tune distributions, in file order (Optuna samples in that order)."""
-        from ray import tune  # heavy: only a study needs Tune
+        from ray import tune  # heavy: only a study needs Tune, not checking a file
 
         make = {
             "uniform": lambda a: tune.uniform(*a),
@@ -165,7 +178,9 @@ class SpaceFile:
                 key = err.field.split(".", 1)[-1]
                 if key in self.space:
                     others = ", ".join(f"{k}={v}" for k, v in combination.items() if k != key and len(self.space) > 1)
-                    raise InputError(self.path, f"space.{key}", err.problem + (f" (with {others})" if others else ""), err.fix) from None
+                    raise InputError(
+                        self.path, f"space.{key}", err.problem + (f" (with {others})" if others else ""), err.fix
+                    ) from None
                 raise
         for i, entry in enumerate(self.start):
             try:
@@ -182,7 +197,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise InputError(path, "yaml", f"not valid YAML ({str(err).splitlines()[0]})", "fix the syntax") from None
     if not isinstance(spec, dict):
-        raise InputError(path, "top level", "expected a mapping with train, model, space", "see ray_msa/spaces/mtl.yaml")
+        raise InputError(
+            path, "top level", "expected a mapping with train, model, space", "see ray_msa/spaces/mtl.yaml"
+        )
     return spec
 
 
@@ -193,7 +210,10 @@ def _sorted_keys(path: Path, arch: str, spec: dict[str, Any]) -> tuple[dict[str,
         fixed = spec["fixed"] if isinstance(spec["fixed"], dict) else {}
         to_train = [k for k in fixed if k in train_keys]
         to_model = [k for k in fixed if k not in train_keys and k != "time_budget_min"]
-        moves = [f"train: ({', '.join(to_train)})" if to_train else "", f"model: ({', '.join(to_model)})" if to_model else ""]
+        moves = [
+            f"train: ({', '.join(to_train)})" if to_train else "",
+            f"model: ({', '.join(to_model)})" if to_model else "",
+        ]
         budget = "; time_budget_min goes under study:" if "time_budget_min" in fixed else ""
         raise InputError(
             path,
@@ -205,10 +225,15 @@ def _sorted_keys(path: Path, arch: str, spec: dict[str, Any]) -> tuple[dict[str,
     if unknown:
         raise InputError(path, unknown[0], "not a section of a space file", closest(unknown[0], SECTIONS))
     sections = {}
-    for name, own, other, other_name in (("train", train_keys, model_keys, "model"), ("model", model_keys, train_keys, "train")):
+    for name, own, other, other_name in (
+        ("train", train_keys, model_keys, "model"),
+        ("model", model_keys, train_keys, "train"),
+    ):
         values = spec.get(name) or {}
         if not isinstance(values, dict):
-            raise InputError(path, name, f"expected a mapping of settings, got {values!r}", f"write {name}: {{key: value}}")
+            raise InputError(
+                path, name, f"expected a mapping of settings, got {values!r}", f"write {name}: {{key: value}}"
+            )
         for key in values:
             if key in other:
                 where = f"a {other_name} setting" + (f" of {arch}" if other_name == "model" else "")
@@ -234,12 +259,19 @@ def load_space(arch: str, explicit: str | Path | None = None) -> SpaceFile:
     start = spec.get("start")
     starts = [start] if isinstance(start, dict) else start or []
     if not isinstance(starts, list) or not all(isinstance(s, dict) for s in starts):
-        raise InputError(path, "start", "expected a mapping of hyperparameter values, or a list of them", "write start: {name: value, ...} or remove it")
+        raise InputError(
+            path,
+            "start",
+            "expected a mapping of hyperparameter values, or a list of them",
+            "write start: {name: value, ...} or remove it",
+        )
     space_file = SpaceFile(path, arch, train, model, study, dict(space), [dict(s) for s in starts])
     for name, entry in space.items():
         if space_file.section_of(name) is None:
             known = (*TrainConfig.keys(), *get_spec(arch).config.keys())
-            raise InputError(path, f"space.{name}", "not a setting of training or of this architecture", closest(name, known))
+            raise InputError(
+                path, f"space.{name}", "not a setting of training or of this architecture", closest(name, known)
+            )
         _check_distribution(path, name, entry)
     space_file.check()
     return space_file

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import mlflow.pytorch
 import numpy as np
 import ray
 from optuna.samplers import TPESampler
@@ -329,7 +331,8 @@ def _plan(settings: StudySettings) -> Plan:
         settings.max_failures,
     )
     print(
-        f"resources: {total_cpus:g} CPUs, {gpus:g} GPUs; {settings.workers} worker(s) x {per_worker:g} CPU ({threads} threads)"
+        f"resources: {total_cpus:g} CPUs, {gpus:g} GPUs; {settings.workers} worker(s) x {per_worker:g} CPU "
+        f"({threads} threads)"
         f"{' + 1 GPU' if use_gpu else ''}, engine {engine}; {plan.concurrent} concurrent trial(s)",
         flush=True,
     )
@@ -390,7 +393,8 @@ def _select_best(
     tracker.params(study.run_id, {f"best.{k}": v for k, v in sampled.items()} | {"final_epochs": final_epochs})
     tracker.metrics(study.run_id, {f"cv_{k}": v for k, v in cv.items()})
     print(
-        f"best trial: CV mean {settings.metric} {cv[objective]:.4f}; retraining on train+valid for {final_epochs} epochs",
+        f"best trial: CV mean {settings.metric} {cv[objective]:.4f}; retraining on train+valid for "
+        f"{final_epochs} epochs",
         flush=True,
     )
     return sampled, cv, final_epochs
@@ -411,7 +415,8 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
     study = _open_study(tracker, dataset, settings, resume)
     study.save()
     print(
-        f"study {study.name}{' (resumed)' if resume else ''}: {dataset.summary()}; fingerprint {dataset.fingerprint()}; "
+        f"study {study.name}{' (resumed)' if resume else ''}: {dataset.summary()}; fingerprint "
+        f"{dataset.fingerprint()}; "
         f"MLflow {redact(settings.tracking_uri)} run {study.run_id}",
         flush=True,
     )
@@ -465,9 +470,6 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
 def _log_model(tracker: Tracker, run_id: str, dataset: MSADataset, trial: TrialConfig, state: dict) -> str:
     """The final model as an MLflow PyTorch model, and `model_spec.json`: what the model was
     trained on and its resolved configuration, which `predict` and `ablate` read back typed."""
-    import mlflow  # heavy: the run's artifact store
-    import mlflow.pytorch
-
     model = trial.spec.for_dataset(dataset, trial.model, trial.text)
     model.load_state_dict(state)
     model.eval()

@@ -78,7 +78,8 @@ class StudyCallback(tune.Callback):
             teardown = time.time() - self.last_result[trial.trial_id]
             self.timings.append((startup + teardown, elapsed))
         print(
-            f"== trial {trial.trial_id} {how}: CV mean {self.metric} {value:.4f} ({elapsed:.0f}s; {self.finished}/{self.trials_total} trials)",
+            f"== trial {trial.trial_id} {how}: CV mean {self.metric} {value:.4f} ({elapsed:.0f}s; "
+            f"{self.finished}/{self.trials_total} trials)",
             flush=True,
         )
 

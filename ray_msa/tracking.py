@@ -140,7 +140,7 @@ class Tracker:
 
     def plot_history(self, run_id: str, history: list[dict[str, float]], prefixes: tuple[str, ...]) -> None:
         """One PNG artifact per prefix: every metric starting with it, over epochs."""
-        import matplotlib
+        import matplotlib  # heavy: only runs that plot load it
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -166,7 +166,7 @@ class Tracker:
 
     def confusion_matrix(self, run_id: str, truth: np.ndarray, pred: np.ndarray, names: tuple[str, ...]) -> None:
         """The fold's best-epoch validation confusion matrix as a PNG artifact."""
-        import matplotlib
+        import matplotlib  # heavy: only classification runs plot one
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -36,7 +36,12 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: {"arch", "model", "train", "text"}; `from_dict` reads it back."""
-        return {"arch": self.arch, "model": self.model.to_dict(), "train": self.train.to_dict(), "text": self.text.to_dict()}
+        return {
+            "arch": self.arch,
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "text": self.text.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
@@ -50,7 +55,12 @@ class TrialConfig:
 
     def params(self) -> dict[str, Any]:
         """Flat `section.key` parameters for MLflow."""
-        return {f"{section}.{k}": v for section, values in self.to_dict().items() if section != "arch" for k, v in values.items()}
+        return {
+            f"{section}.{k}": v
+            for section, values in self.to_dict().items()
+            if section != "arch"
+            for k, v in values.items()
+        }
 
 
 @dataclass(frozen=True)

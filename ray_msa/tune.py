@@ -57,14 +57,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="gpu",
         action="store_true",
         default=None,
-        help="one GPU per worker even if none is up yet (an autoscaling cluster adds GPU nodes on demand); default: when the cluster has GPUs",
+        help="one GPU per worker even if none is up yet (an autoscaling cluster adds GPU nodes on demand); "
+        "default: when the cluster has GPUs",
     )
     gpu.add_argument("--cpu", dest="gpu", action="store_false", help="never use GPUs")
     parser.add_argument(
         "--time-budget",
         type=float,
         metavar="MIN",
-        help="stop tuning after MIN minutes, then retrain the best trial (default: the search space's time_budget_min, else none)",
+        help="stop tuning after MIN minutes, then retrain the best trial (default: the search space's "
+        "time_budget_min, else none)",
     )
     parser.add_argument(
         "--concurrent", type=int, help="trials at once (default: as many as the cluster's free CPUs/GPUs hold)"
@@ -78,7 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="?",
         const="latest",
         metavar="STUDY",
-        help="continue an interrupted study (default: the latest unfinished one on DATASET in --storage); other options come from the study",
+        help="continue an interrupted study (default: the latest unfinished one on DATASET in --storage); other "
+        "options come from the study",
     )
     parser.add_argument(
         "--metric", choices=ALL_METRICS, help="validation metric to optimise (default MAE; Mean_F1 for IEMOCAP)"
@@ -87,7 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--text",
         default="frozen",
         choices=("frozen", "finetune", "features"),
-        help="MiniLM frozen (embeddings cached once), fine-tuned, or the text features the source ships (default frozen)",
+        help="MiniLM frozen (embeddings cached once), fine-tuned, or the text features the source ships "
+        "(default frozen)",
     )
     parser.add_argument(
         "--text-model", default="minilm", help="text LM: the bundled 'minilm' or a Hugging Face name/path"

@@ -24,7 +24,9 @@ def test_b_fusion_lowers_the_dominant_modality_weight():
     split = ds.splits["train"]
     model = build_model("awf", ds.modalities, ds.feature_dims(), AWF)
     engine = make_engine(model, TrainConfig(lr=2e-3), torch.device("cpu"))
-    logged = [train_epoch(engine, split, np.arange(len(split)), 16, [0, 0, epoch], WorkerContext()) for epoch in range(3)]
+    logged = [
+        train_epoch(engine, split, np.arange(len(split)), 16, [0, 0, epoch], WorkerContext()) for epoch in range(3)
+    ]
     omega = dict(zip(ds.modalities, model.balancer.omega.tolist()))
     assert omega["text"] < 1.0 < min(omega["audio"], omega["vision"]), omega
     assert logged[-1]["train_grad_T"] > logged[-1]["train_grad_A"]  # text had the larger gradients

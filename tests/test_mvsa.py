@@ -14,7 +14,14 @@ import torch
 
 from ray_msa.data.mvsa import TAGS, clean, read_posts
 from ray_msa.errors import InputError
-from ray_msa.models.image_text import MASK_ID, TEXT_TOP_LAYERS, ImageTextClassifier, ImageTextConfig, run_lm_layers, sigmoid_focal_loss
+from ray_msa.models.image_text import (
+    MASK_ID,
+    TEXT_TOP_LAYERS,
+    ImageTextClassifier,
+    ImageTextConfig,
+    run_lm_layers,
+    sigmoid_focal_loss,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MVSA = ROOT.parent / "shared" / "data" / "mvsa_ecnu"
@@ -122,7 +129,8 @@ def batch(n: int = 4) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("encoder", ["pretrained", "scratch"])
 @pytest.mark.parametrize("fusion", ["concat", "cross", "bicross"])
 def test_every_encoder_and_fusion_trains(encoder, fusion):
-    model = classifier(encoder=encoder,
+    model = classifier(
+        encoder=encoder,
         fusion=fusion,
         dim=32,
         heads=4,
@@ -144,8 +152,7 @@ def test_the_models_top_lm_layers_reproduce_the_frozen_lm(tmp_path, monkeypatch)
     ids, mask = tokenize(np.array(["what a lovely sunny day", "so sad and tired tonight, nothing works", "ok"]))
     last, below = embed_frozen(ids, mask), embed_frozen(ids, mask, skip_top=TEXT_TOP_LAYERS)
     assert not np.allclose(last, below)
-    model = classifier(use="text", dim=32, heads=4, ffn=64
-    ).eval()
+    model = classifier(use="text", dim=32, heads=4, ffn=64).eval()
     lengths = torch.from_numpy(mask.sum(1))
     states = torch.from_numpy(below)
     pad = torch.arange(states.size(1))[None, :] >= lengths[:, None]
@@ -156,8 +163,7 @@ def test_the_models_top_lm_layers_reproduce_the_frozen_lm(tmp_path, monkeypatch)
 
 
 def test_text_tune_trains_only_the_top_layers_at_their_own_rate():
-    model = classifier(dim=32, heads=4, ffn=64, text_tune=1, text_lr=3e-5
-    )
+    model = classifier(dim=32, heads=4, ffn=64, text_tune=1, text_lr=3e-5)
     model.train()
     frozen, tuned = model.lm_top[:-1], model.lm_top[-1]
     assert len(frozen) == TEXT_TOP_LAYERS - 1
@@ -172,8 +178,7 @@ def test_text_tune_trains_only_the_top_layers_at_their_own_rate():
 
 
 def test_text_padding_is_ignored():
-    model = classifier(fusion="bicross", dim=32, heads=4, ffn=64
-    ).eval()
+    model = classifier(fusion="bicross", dim=32, heads=4, ffn=64).eval()
     b = batch()
     changed = {**b, "text": b["text"].clone()}
     changed["text"][1, 5:] = 100.0  # beyond sample 1's 5 real tokens
@@ -181,7 +186,8 @@ def test_text_padding_is_ignored():
 
 
 def test_scratch_word_dropout_hides_words_only_while_training():
-    model = classifier(encoder="scratch",
+    model = classifier(
+        encoder="scratch",
         use="text",
         dim=32,
         heads=4,
@@ -361,20 +367,20 @@ def test_ablation_prints_image_text_image_and_text(small_mvsa, tmp_path, capsys,
 
 def test_space_starts_once_per_encoder_with_every_hyperparameter(tmp_path):
     from ray_msa.errors import InputError
-    from ray_msa.search_space import load_space, load_start
+    from ray_msa.search_space import load_space
 
-    _, space = load_space("image_text")
-    starts = load_start("image_text")
-    assert [s["encoder"] for s in starts] == ["pretrained", "scratch"]
-    assert all(set(s) == set(space) for s in starts)  # complete points: Optuna samples nothing of its own for them
+    space = load_space("image_text")
+    assert [s["encoder"] for s in space.start] == ["pretrained", "scratch"]
+    assert all(set(s) == set(space.space) for s in space.start)  # complete points: Optuna samples nothing for them
+    assert space.start_for(encoder="scratch")["lr"] == 1.0e-3
     single = tmp_path / "one.yaml"
     single.write_text("space: {lr: {loguniform: [1.0e-4, 1.0e-3]}}\nstart: {lr: 5.0e-4}\n")
-    assert load_start("image_text", single) == [{"lr": 5.0e-4}]
+    assert load_space("image_text", single).start == [{"lr": 5.0e-4}]
     single.write_text("start: [5.0e-4]\n")
     with pytest.raises(InputError, match="one.yaml.*start"):
-        load_start("image_text", single)
-    single.write_text("fixed: {lr_schedule: step}\nspace: {}\n")
-    with pytest.raises(InputError, match="one.yaml.*fixed.lr_schedule.*linear"):
+        load_space("image_text", single)
+    single.write_text("train: {lr_schedule: step}\nspace: {}\n")
+    with pytest.raises(InputError, match="one.yaml.*train.lr_schedule.*linear"):
         load_space("image_text", single)
 
 
@@ -388,3 +394,56 @@ def test_results_table_says_an_unlabelled_test_split_has_no_labels():
         StudyResult("run", {}, cv, {"Acc": 0.71, "F1_weighted": 0.7}, 5, 60.0, (1.0, 60.0), ""), ("Acc", "F1_weighted")
     )
     assert "0.7100" in labelled and "no labels" not in labelled
+
+
+def test_ablate_uses_the_text_model_the_study_was_tuned_with(small_mvsa, tmp_path, monkeypatch, capsys):
+    """A study tuned with --text-model X records X in its resolved configuration; ablate reads it
+    back and loads X for every tokenizer and encoder, never the bundled MiniLM."""
+    import mlflow
+    import transformers
+
+    from ray_msa.ablate import main as ablate
+    from ray_msa.config import TextConfig
+    from ray_msa.pretrained.lm import resolve_lm
+    from ray_msa.search_space import load_space
+
+    other = tmp_path / "other-lm"  # a local Hugging Face folder: a text model of another name
+    shutil.copytree(resolve_lm("minilm"), other)
+    space = load_space("image_text")
+    trial = space.build(space.start_for(encoder="pretrained"), {"metric": "Acc"}, TextConfig(model=str(other)))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("ray_msa-mvsa")
+    with mlflow.start_run(tags={"role": "study"}) as study:
+        mlflow.log_dict(
+            {"arch": "image_text", "dataset": "mvsa", "task": "classes", "config": trial.to_dict()}, "model_spec.json"
+        )
+    loaded = []
+    for auto in (transformers.AutoModel, transformers.AutoTokenizer):
+        original = auto.from_pretrained
+
+        def spy(name, *args, _original=original, **kwargs):
+            loaded.append(str(name))
+            return _original(name, *args, **kwargs)
+
+        monkeypatch.setattr(auto, "from_pretrained", spy)
+    monkeypatch.setenv("RAY_MSA_CACHE", str(tmp_path / "cache"))
+    argv = [
+        "mvsa",
+        "--data",
+        str(small_mvsa),
+        "--config-run",
+        study.info.run_id,
+        "--variants",
+        "text",
+        "--folds",
+        "2",
+        "--epochs",
+        "1",
+        "--tracking-uri",
+        uri,
+    ]
+    assert ablate(argv) == 0
+    out = capsys.readouterr().out
+    assert f"configuration from study run {study.info.run_id}" in out and str(other) in out
+    assert len(loaded) >= 2 and set(loaded) == {str(other)}, loaded  # tokenizer, frozen states, the model's layers

@@ -96,7 +96,8 @@ def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
     tagged), the best of what ran is retrained, and the study run finishes."""
     space = tmp_path / "endless.yaml"
     space.write_text(
-        "fixed: {max_epochs: 100000, patience: 100000, batch_size: 32, time_budget_min: 0.75}\n"
+        "study: {time_budget_min: 0.75}\n"
+        "train: {max_epochs: 100000, patience: 100000, batch_size: 32}\n"
         "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
     )
     done = tune("mosi", "--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space), cwd=tmp_path)

@@ -31,7 +31,6 @@ import h5py
 import numpy as np
 
 from ray_msa.data.dataset import SPLITS, MSADataset, Split
-from ray_msa.errors import InputError
 
 FORMAT_VERSION = 2
 LAZY_MIN_BYTES = 1 << 20  # arrays smaller than this are read eagerly (ids, labels, lengths, utterance vectors)

@@ -168,7 +168,8 @@ def unimodal_labels(frame: pd.DataFrame, path: Path, label_range: tuple[float, f
         raise InputError(
             path,
             UNIMODAL_COLUMNS[col],
-            f"{str(frame.iloc[row][UNIMODAL_COLUMNS[col]]).strip() or 'empty'} at line {row + 2} is not a number in [{low}, {high}]",
+            f"{str(frame.iloc[row][UNIMODAL_COLUMNS[col]]).strip() or 'empty'} at line {row + 2} is not a "
+            f"number in [{low}, {high}]",
             "give every segment its unimodal scores on the dataset's scale",
         )
     return values.astype(np.float32)

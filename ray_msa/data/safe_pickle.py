@@ -21,7 +21,7 @@ from ray_msa.errors import InputError
 
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:
-    from numpy._core import multiarray, numeric
+    from numpy._core import multiarray, numeric  # NumPy 2 only: read after numpy has loaded
 
     allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):  # NumPy 1.x and 2.x spell them differently

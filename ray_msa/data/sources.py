@@ -101,7 +101,8 @@ def read_source(name: str, kind: str, path: Path) -> MSADataset:
         raise InputError(
             path,
             "layout",
-            f"not the layout this format defines ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
+            f"not the layout this format defines ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''})",
             "compare the file with the format's layout in the README, or re-export it from the original source",
         ) from None
 
@@ -153,7 +154,8 @@ def load_dataset(name: str, data: str | Path | None = None, cache_root: Path | N
     )  # HDF5 attributes are small
     write_cache(dataset, target, {"kind": kind, "path": str(path), "files": listed})
     print(
-        f"converted {path} to the HDF5 cache {target} in {time.perf_counter() - started:.0f}s (later loads read the cache)",
+        f"converted {path} to the HDF5 cache {target} in {time.perf_counter() - started:.0f}s (later loads read "
+        f"the cache)",
         flush=True,
     )
     return read_cache(target)

@@ -38,7 +38,8 @@ def tokenize(
     unknown = float(((ids == tokenizer.unk_token_id) & (mask == 1)).sum() / max(mask.sum() - 2 * len(ids), 1))
     if unknown > UNKNOWN_WARNING:  # e.g. SIMS's Chinese through the bundled (English) MiniLM vocabulary
         print(
-            f"warning: {unknown:.0%} of the text's tokens are unknown to {name}; pass --text-model with a model for this "
+            f"warning: {unknown:.0%} of the text's tokens are unknown to {name}; pass --text-model with a model "
+            f"for this "
             "language (e.g. bert-base-chinese for CH-SIMS) or --text features",
             flush=True,
         )

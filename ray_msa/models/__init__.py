@@ -18,7 +18,7 @@ from ray_msa.models.lf_dnn import LateFusionConfig, LateFusionDNN
 from ray_msa.models.lf_lstm import LateFusionLSTM
 from ray_msa.models.lmf import LMFConfig, LowRankMultimodalFusion
 from ray_msa.models.mtl import MTLConfig, MultiTaskSequentialModel
-from ray_msa.models.mult import MultimodalTransformer, MulTConfig
+from ray_msa.models.mult import MulTConfig, MultimodalTransformer
 from ray_msa.models.spec import TASK_WORDS, ModelSpec, head_width
 from ray_msa.models.tfn import TensorFusionNetwork, TFNConfig
 

@@ -106,7 +106,9 @@ class MTLConfig(ModelConfig):
         self.divides("heads", 2 * self.hidden, "2 x hidden")
         self.fraction("dropout")
         self.at_least(0.0, "alpha", "beta", "gamma")
-        self.require(self.alpha + self.beta + self.gamma > 0, "alpha", "alpha + beta + gamma is 0", "give one task a weight")
+        self.require(
+            self.alpha + self.beta + self.gamma > 0, "alpha", "alpha + beta + gamma is 0", "give one task a weight"
+        )
 
 
 class MultiTaskSequentialModel(MSAModel):

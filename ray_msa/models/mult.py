@@ -172,7 +172,12 @@ class MultimodalTransformer(MSAModel):
         dim, heads, layers, attn_dropout = c.dim, c.heads, c.layers, c.attn_dropout
         attn_dropout_audio, attn_dropout_vision = c.attn_dropout_audio, c.attn_dropout_vision
         relu_dropout, res_dropout, embed_dropout = c.relu_dropout, c.res_dropout, c.embed_dropout
-        kernel_text, kernel_audio, kernel_vision, out_dropout = c.kernel_text, c.kernel_audio, c.kernel_vision, c.out_dropout
+        kernel_text, kernel_audio, kernel_vision, out_dropout = (
+            c.kernel_text,
+            c.kernel_audio,
+            c.kernel_vision,
+            c.out_dropout,
+        )
         kernels = {"text": kernel_text, "audio": kernel_audio, "vision": kernel_vision}
         self.project = nn.ModuleDict(
             {m: nn.Conv1d(self.input_dims[m], dim, kernels[m], padding=0, bias=False) for m in modalities}

