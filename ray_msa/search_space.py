@@ -27,7 +27,7 @@ import yaml
 from ray_msa.config import ConfigError, Settings, TextConfig, TrainConfig, closest
 from ray_msa.data.dataset import MSADataset
 from ray_msa.errors import InputError
-from ray_msa.metrics import DEFAULT_METRIC
+from ray_msa.metrics import DEFAULT_METRIC, METRIC_SETS
 from ray_msa.models import get_spec
 from ray_msa.trial import TrialConfig
 
@@ -116,7 +116,8 @@ class SpaceFile:
     ) -> TrialConfig:
         """The trial configuration: the file's train/model sections, then `sampled` values (a
         Tune trial's config, a start entry), then `flags` (training settings from the command
-        line). With `dataset`, an unset metric becomes the dataset's default."""
+        line). With `dataset`, an unset metric becomes the dataset's default, and a metric the
+        dataset does not report is refused."""
         sections: dict[str, dict[str, Any]] = {"train": dict(self.train), "model": dict(self.model)}
         for source, values in (("space", sampled or {}), ("flag", flags or {})):
             for key, value in values.items():
@@ -130,8 +131,13 @@ class SpaceFile:
                         closest(key, known),
                     )
                 sections[section][key] = value
-        if dataset is not None and sections["train"].get("metric") is None:
-            sections["train"]["metric"] = DEFAULT_METRIC[dataset.metric_set]
+        if dataset is not None:
+            metric = sections["train"].setdefault("metric", None) or DEFAULT_METRIC[dataset.metric_set]
+            if metric not in METRIC_SETS[dataset.metric_set]:
+                where = "--metric" if "metric" in (flags or {}) else self.path
+                known = ", ".join(METRIC_SETS[dataset.metric_set])
+                raise InputError(where, "metric", f"{metric} is not a metric of {dataset.name}", f"use one of {known}")
+            sections["train"]["metric"] = metric
         try:
             train = TrainConfig.from_mapping(sections["train"])
             model = get_spec(self.arch).config.from_mapping(sections["model"])
@@ -177,10 +183,7 @@ class SpaceFile:
             except InputError as err:
                 key = err.field.split(".", 1)[-1]
                 if key in self.space:
-                    others = ", ".join(f"{k}={v}" for k, v in combination.items() if k != key and len(self.space) > 1)
-                    raise InputError(
-                        self.path, f"space.{key}", err.problem + (f" (with {others})" if others else ""), err.fix
-                    ) from None
+                    raise InputError(self.path, f"space.{key}", err.problem, err.fix) from None
                 raise
         for i, entry in enumerate(self.start):
             try:

@@ -22,7 +22,7 @@ from ray_msa.config import TextConfig
 from ray_msa.data.dataset import MSADataset
 from ray_msa.data.sources import load_dataset, task_of
 from ray_msa.errors import InputError, exit_on_input_error
-from ray_msa.metrics import ALL_METRICS, DEFAULT_METRIC, METRIC_SETS
+from ray_msa.metrics import ALL_METRICS, METRIC_SETS
 from ray_msa.models import check_task, default_arch, get_spec
 from ray_msa.search_space import load_space
 from ray_msa.study import StudyInterrupted, StudySettings, default_storage, find_study, results_table, run_study
@@ -181,14 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{dataset.source} has text features but no transcripts: using --text features")
         text = text.replace(mode="features")
     dataset = spec.prepare_text(dataset, text)
-    metric = args.metric or DEFAULT_METRIC[dataset.metric_set]
-    if metric not in METRIC_SETS[dataset.metric_set]:
-        raise InputError(
-            "--metric",
-            metric,
-            f"not a metric of {args.dataset}",
-            f"use one of {', '.join(METRIC_SETS[dataset.metric_set])}",
-        )
+    metric = space.build(None, flags, text, dataset).train.metric  # the dataset's default unless --metric
     _check_folds(dataset, args.folds)
     settings = StudySettings(
         dataset=args.dataset,

@@ -21,12 +21,9 @@ def test_the_wheel_holds_the_spaces_the_deepspeed_template_and_the_embedded_data
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source)
     shutil.copytree(ROOT / "ray_msa", source / "ray_msa", ignore=shutil.ignore_patterns("__pycache__"))
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "w"),
-         str(source)],
-        capture_output=True,
-        text=True,
-        timeout=300,
+        [*pip_wheel, "-w", str(tmp_path / "w"), str(source)], capture_output=True, text=True, timeout=300
     )
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = (tmp_path / "w").glob("ray_msa-*.whl")

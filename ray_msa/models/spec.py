@@ -12,6 +12,7 @@ from typing import Any
 from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.data.dataset import MSADataset
 from ray_msa.data.text import prepare_text
+from ray_msa.errors import InputError
 from ray_msa.models.base import MSAModel
 
 TASK_WORDS = {
@@ -62,6 +63,10 @@ class ModelSpec:
 
     def for_dataset(self, dataset: MSADataset, config: ModelConfig, text: TextConfig) -> MSAModel:
         """The network for `dataset`: its modalities, feature widths and head width."""
+        if dataset.task not in self.tasks:
+            raise InputError(
+                "--arch", self.name, f"cannot predict {TASK_WORDS[dataset.task]}", "use an architecture that can"
+            )
         return self.build(dataset.modalities, dataset.feature_dims(), config, text, head_width(dataset))
 
     def text_mode(self, requested: str) -> str:
