@@ -164,6 +164,20 @@ class Tracker:
             self.client.log_figure(run_id, fig, f"{prefix.rstrip('_')}_over_epochs.png")
             plt.close(fig)
 
+    def box_plot(self, run_id: str, name: str, series: dict[str, np.ndarray]) -> None:
+        """A PNG artifact `name`: one box per series (e.g. each shared feature's attention weight over samples)."""
+        import matplotlib  # heavy: only runs that plot load it
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(series), 3.2))
+        ax.boxplot([np.asarray(v).ravel() for v in series.values()], tick_labels=list(series))
+        ax.set_title(name.removesuffix(".png").replace("_", " "), fontsize=9)
+        fig.tight_layout()
+        self.client.log_figure(run_id, fig, name)
+        plt.close(fig)
+
     def confusion_matrix(self, run_id: str, truth: np.ndarray, pred: np.ndarray, names: tuple[str, ...]) -> None:
         """The fold's best-epoch validation confusion matrix as a PNG artifact."""
         import matplotlib  # heavy: only classification runs plot one

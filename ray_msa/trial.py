@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ray_msa.config import ModelConfig, TextConfig, TrainConfig
+from ray_msa.data.dataset import MSADataset
 from ray_msa.models import get_spec
 from ray_msa.models.spec import ModelSpec
 
@@ -23,6 +24,11 @@ class TrialConfig:
     model: ModelConfig
     train: TrainConfig = field(default_factory=TrainConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    modalities: tuple[str, ...] = ()  # the modalities the model is given (an ablation's subset); () all
+
+    def restrict(self, dataset: MSADataset) -> MSADataset:
+        """The dataset as this trial sees it: only its modalities' arrays."""
+        return dataset.only(self.modalities) if self.modalities else dataset
 
     @property
     def spec(self) -> ModelSpec:
@@ -35,13 +41,16 @@ class TrialConfig:
         return replace(self, model=self.model.replace(**changes))
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: {"arch", "model", "train", "text"}; `from_dict` reads it back."""
-        return {
+        """JSON-ready: {"arch", "model", "train", "text"[, "modalities"]}; `from_dict` reads it back."""
+        out = {
             "arch": self.arch,
             "model": self.model.to_dict(),
             "train": self.train.to_dict(),
             "text": self.text.to_dict(),
         }
+        if self.modalities:
+            out["modalities"] = list(self.modalities)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialConfig:
@@ -51,16 +60,20 @@ class TrialConfig:
             spec.config.from_mapping(data.get("model", {})),
             TrainConfig.from_mapping(data.get("train", {})),
             TextConfig.from_mapping(data.get("text", {})),
+            tuple(data.get("modalities", ())),
         )
 
     def params(self) -> dict[str, Any]:
         """Flat `section.key` parameters for MLflow."""
-        return {
+        out = {
             f"{section}.{k}": v
             for section, values in self.to_dict().items()
-            if section != "arch"
+            if section not in ("arch", "modalities")
             for k, v in values.items()
         }
+        if self.modalities:
+            out["data.modalities"] = "+".join(self.modalities)
+        return out
 
 
 @dataclass(frozen=True)

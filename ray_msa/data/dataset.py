@@ -15,6 +15,11 @@ import numpy as np
 
 SPLITS = ("train", "valid", "test")
 MODALITIES = ("text", "audio", "vision")
+MODALITY_FIELDS = {
+    "text": ("raw_text", "text_ids", "text_mask", "text", "text_lengths"),
+    "audio": ("audio", "audio_lengths"),
+    "vision": ("vision", "vision_lengths"),
+}
 
 
 @dataclass
@@ -127,6 +132,15 @@ class MSADataset:
                 else:
                     digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # bytes without a copy
         return digest.hexdigest()[:16]
+
+    def only(self, modalities: tuple[str, ...]) -> MSADataset:
+        """The same samples with every array of the other modalities removed, so nothing
+        downstream (models, batching, statistics) can read them."""
+        unknown = set(modalities) - set(self.modalities)
+        if unknown:
+            raise ValueError(f"{self.name} has no {', '.join(sorted(unknown))} (it has {'+'.join(self.modalities)})")
+        dropped = [name for m in MODALITIES if m not in modalities for name in MODALITY_FIELDS[m]]
+        return replace(self, splits={k: replace(v, **dict.fromkeys(dropped)) for k, v in self.splits.items()})
 
     def with_splits(self, **splits: Split) -> MSADataset:
         return replace(self, splits={**self.splits, **splits})

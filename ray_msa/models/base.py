@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -105,4 +106,12 @@ class MSAModel(nn.Module):
 
     def after_backward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """Hook between backward and optimizer step; returns metrics to log."""
+        return {}
+
+    def validation_metrics(self, extras: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:
+        """Scores of auxiliary outputs on validation samples (e.g. a polarity task), logged beside the metrics."""
+        return {}
+
+    def fold_plots(self, extras: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+        """Box plots of per-sample validation extras at a fold's best epoch: file name -> {series: values}."""
         return {}

@@ -59,6 +59,7 @@ class Fold:
     run_id: str | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     best_predictions: np.ndarray | None = None  # validation outputs of the best epoch (confusion matrix)
+    best_plots: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # the model's box plots, best epoch
 
     def progress(self) -> dict[str, Any]:
         """What a checkpoint keeps (tensors, not arrays: checkpoints load with weights_only=True)."""
@@ -120,26 +121,45 @@ def train_epoch(
 
 
 @torch.inference_mode()
-def predict(engine: Engine, split: Split, index: np.ndarray, batch_size: int, ctx: WorkerContext) -> np.ndarray:
-    """Predicted scores for `index`, computed in shards and gathered on every worker."""
+def predict_with_extras(
+    engine: Engine, split: Split, index: np.ndarray, batch_size: int, ctx: WorkerContext
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Predicted scores for `index` and the model's per-sample extras (auxiliary task outputs,
+    attention weights), computed in shards and gathered on every worker."""
     engine.train(False)
     positions = shard(np.arange(len(index)), ctx.rank, ctx.world, pad=False)
     positions = positions[np.argsort(sequence_lengths(split)[index[positions]], kind="stable")]
     groups = in_order(index[positions], batch_size)
-    scores = [
-        engine.predict(to_device(b, ctx.device)).prediction.float().cpu().numpy()
-        for b in batches(split, groups, engine.model.inputs())
-    ]
+    scores, extras = [], {}
+    for b in batches(split, groups, engine.model.inputs()):
+        output = engine.predict(to_device(b, ctx.device))
+        scores.append(output.prediction.float().cpu().numpy())
+        for k, v in output.extras.items():
+            if v.dim() >= 1 and v.size(0) == len(scores[-1]):
+                extras.setdefault(k, []).append(v.float().cpu().numpy())
     local = (positions, np.concatenate(scores) if scores else np.zeros(0, np.float32))
-    parts = [local]
+    local_extras = {k: np.concatenate(v) for k, v in extras.items()}
+    parts = [(local, local_extras)]
     if ctx.world > 1:
         parts = [None] * ctx.world
-        dist.all_gather_object(parts, local)
-    tail = next((values.shape[1:] for _, values in parts if len(values)), ())  # (8,) for emotion logits
-    out = np.zeros((len(index), *tail), np.float32)
-    for pos, values in parts:
-        out[pos] = values
-    return out
+        dist.all_gather_object(parts, (local, local_extras))
+
+    def gathered(pieces: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        tail = next((values.shape[1:] for _, values in pieces if len(values)), ())  # (8,) for emotion logits
+        out = np.zeros((len(index), *tail), np.float32)
+        for pos, values in pieces:
+            out[pos] = values
+        return out
+
+    names = set().union(*(e.keys() for _, e in parts))
+    return gathered([p for p, _ in parts]), {
+        k: gathered([(pos, e[k]) for (pos, _), e in parts if k in e]) for k in sorted(names)
+    }
+
+
+def predict(engine: Engine, split: Split, index: np.ndarray, batch_size: int, ctx: WorkerContext) -> np.ndarray:
+    """Predicted scores (or logits) for `index`, in its order."""
+    return predict_with_extras(engine, split, index, batch_size, ctx)[0]
 
 
 def fold_summary(folds: list[Fold], metric_names: tuple[str, ...]) -> dict[str, float]:
@@ -151,6 +171,11 @@ def fold_summary(folds: list[Fold], metric_names: tuple[str, ...]) -> dict[str, 
             summary[f"mean_{name}"] = float(np.mean(values))
             summary[f"std_{name}"] = float(np.std(values))
     return summary
+
+
+def fold_values(folds: list[Fold], metric_names: tuple[str, ...]) -> dict[str, list[float]]:
+    """Each fold's best-epoch value of each metric, by fold index (paired tests compare these)."""
+    return {f"folds_{name}": [float(f.best_metrics.get(name, np.nan)) for f in folds] for name in metric_names}
 
 
 def _restore(folds: list[Fold], resume: dict[str, Any]) -> int:
@@ -167,6 +192,8 @@ def _close_fold_run(tracker: Any, fold: Fold, dataset: MSADataset, pool: Split) 
     """A finished fold's run: its best metrics, plots, confusion matrix (classes), FINISHED."""
     tracker.metrics(fold.run_id, {**fold.best_metrics, "best_epoch": fold.best_epoch + 1})
     tracker.plot_history(fold.run_id, fold.history, fold.engine.model.plot_prefixes)
+    for name, series in fold.best_plots.items():
+        tracker.box_plot(fold.run_id, name, series)
     if dataset.task == "classes":
         truth, chosen = pool.labels[fold.val_idx], np.asarray(fold.best_predictions).argmax(-1)
         tracker.confusion_matrix(fold.run_id, truth, chosen, dataset.class_names)
@@ -184,6 +211,7 @@ def run_cross_validation(
 ) -> dict[str, float]:
     """Train the K folds of one trial in lockstep; report once per epoch."""
     train = trial.train
+    dataset = trial.restrict(dataset)
     pool = development_pool(dataset)
     metric, seed = train.metric or DEFAULT_METRIC[dataset.metric_set], train.seed
     metric_names = METRIC_SETS[dataset.metric_set]
@@ -204,11 +232,14 @@ def run_cross_validation(
         for fold in (f for f in folds if not f.done):
             fit = train_epoch(fold.engine, pool, fold.train_idx, train.batch_size, [seed, fold.index, epoch], ctx)
             fold.history.append(fit)
-            predictions = predict(fold.engine, pool, fold.val_idx, train.batch_size, ctx)
-            val = compute_metrics(dataset.metric_set, predictions, pool.labels[fold.val_idx])
+            predictions, extras = predict_with_extras(fold.engine, pool, fold.val_idx, train.batch_size, ctx)
+            truth = pool.labels[fold.val_idx]
+            val = compute_metrics(dataset.metric_set, predictions, truth)
+            val.update(fold.engine.model.validation_metrics(extras, truth))  # auxiliary tasks, scored too
             if is_better(metric, val[metric], fold.best_value):
                 fold.best_value, fold.best_epoch, fold.best_metrics, fold.bad_epochs = val[metric], epoch, val, 0
                 fold.best_predictions = predictions
+                fold.best_plots = fold.engine.model.fold_plots(extras)
                 fold.best_state = copy.deepcopy(fold.engine.model.state_dict())
             else:
                 fold.bad_epochs += 1
@@ -231,6 +262,7 @@ def run_cross_validation(
             tracker.metrics(run.trial_run_id, summary, step=epoch)
         result = {
             **summary,
+            **fold_values(folds, metric_names),
             "epoch": epoch + 1,
             "folds_done": sum(f.done for f in folds),
             "cv_complete": all_done,
@@ -254,6 +286,7 @@ def run_final_training(
 ) -> tuple[dict[str, float], Engine]:
     """Retrain on all of train+valid for `train.final_epochs` epochs, then evaluate once on test."""
     train = trial.train
+    dataset = trial.restrict(dataset)
     if train.final_epochs is None:
         raise ValueError("run_final_training needs train.final_epochs (the best trial's mean best epoch)")
     pool = development_pool(dataset)
