@@ -47,7 +47,10 @@ def main() -> None:
         key, _, value = item.partition("=")
         overrides[key] = yaml.safe_load(value)
     cells = [
-        space.build({**space.start_for(encoder=encoder), "encoder": encoder, "fusion": fusion, **overrides}, flags)
+        space.build(
+            {**space.start_for(encoder=encoder, fusion="concat"), "encoder": encoder, "fusion": fusion, **overrides},
+            flags,
+        )
         for encoder in args.encoders.split(",")
         for fusion in args.fusions.split(",")
     ]

@@ -32,7 +32,8 @@ from ray_msa.models import get_spec
 from ray_msa.trial import TrialConfig
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
-SECTIONS = ("train", "model", "study", "space", "start")
+SECTIONS = ("train", "model", "study", "space", "start", "datasets")
+OVERRIDABLE = ("train", "model", "study", "space", "start")  # what a `datasets: {name: ...}` entry may set
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint")
 MAX_COMBINATIONS = 4096  # sampled choices checked together; beyond this, one setting at a time
 
@@ -247,10 +248,47 @@ def _sorted_keys(path: Path, arch: str, spec: dict[str, Any]) -> tuple[dict[str,
     return sections["train"], sections["model"]
 
 
-def load_space(arch: str, explicit: str | Path | None = None) -> SpaceFile:
-    """The architecture's search space (the shipped one unless `explicit`), checked in full."""
+def for_dataset(path: Path, spec: dict[str, Any], dataset: str | None) -> dict[str, Any]:
+    """The file as `dataset` sees it: its `datasets: {name: {section: ...}}` entry merged over
+    the rest (settings replace settings; a `start` replaces the start list)."""
+    overrides = spec.get("datasets") or {}
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+        raise InputError(path, "datasets", "expected {dataset: {train: ..., model: ..., start: ...}}", "fix the layout")
+    for name, entry in overrides.items():
+        wrong = [k for k in entry if k not in OVERRIDABLE]
+        if wrong:
+            raise InputError(path, f"datasets.{name}.{wrong[0]}", "not a section", closest(wrong[0], OVERRIDABLE))
+    merged = {k: v for k, v in spec.items() if k != "datasets"}
+    for section, values in (overrides.get(dataset) or {}).items():
+        if section == "start" or not isinstance(values, dict):
+            merged[section] = values
+        else:
+            merged[section] = {**(merged.get(section) or {}), **values}
+    return merged
+
+
+def load_space(arch: str, explicit: str | Path | None = None, dataset: str | None = None) -> SpaceFile:
+    """The architecture's search space (the shipped one unless `explicit`) as `dataset` sees
+    it, checked in full; every dataset's entry is checked too, so none fails later."""
     path = Path(explicit) if explicit else default_space_path(arch)
-    spec = _read_yaml(path)
+    raw = _read_yaml(path)
+    entries = raw.get("datasets") if isinstance(raw.get("datasets"), dict) else {}
+    for other in entries:
+        if other != dataset:
+            _load(path, arch, for_dataset(path, raw, other), f"datasets.{other}")
+    return _load(path, arch, for_dataset(path, raw, dataset), f"datasets.{dataset}" if dataset in entries else None)
+
+
+def _load(path: Path, arch: str, spec: dict[str, Any], entry: str | None) -> SpaceFile:
+    try:
+        return _check_loaded(path, arch, spec)
+    except InputError as err:
+        if entry is None or err.field.startswith("datasets"):
+            raise
+        raise InputError(err.source, f"{err.field} (with {entry})", err.problem, err.fix) from None
+
+
+def _check_loaded(path: Path, arch: str, spec: dict[str, Any]) -> SpaceFile:
     train, model = _sorted_keys(path, arch, spec)
     try:
         study = StudyDefaults.from_mapping(spec.get("study") or {})

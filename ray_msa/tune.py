@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--epochs", type=int, help="maximum epochs per fold (default: the search space's fixed max_epochs)"
     )
+    parser.add_argument(
+        "--patience", type=int, help="epochs without improvement before a fold stops (default: the space's)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per trial (default 1)")
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default: fit the cluster)")
     parser.add_argument(
@@ -113,6 +116,7 @@ def _check_counts(args: argparse.Namespace) -> None:
         ("--folds", args.folds, 2),
         ("--workers", args.workers, 1),
         ("--epochs", args.epochs or 1, 1),
+        ("--patience", args.patience or 1, 1),
     ):
         if value < least:
             raise InputError(flag, str(value), "too small", f"use {flag} {least} or more")
@@ -141,6 +145,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     flags: dict[str, Any] = {"folds": args.folds, "seed": args.seed}
     if args.epochs:
         flags["max_epochs"] = args.epochs
+    if args.patience:
+        flags["patience"] = args.patience
     if args.metric:
         flags["metric"] = args.metric
     if args.deepspeed_config:
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.text_mode(args.text) != args.text:
         print(f"{arch} reads its text one way only: using --text {spec.text_mode(args.text)}")
     text = TextConfig(mode=spec.text_mode(args.text), model=args.text_model)
-    space = load_space(arch, args.space)  # every setting checked before any data is read or Ray starts
+    space = load_space(arch, args.space, args.dataset)  # every setting checked before any data is read or Ray starts
     flags = _flags(args)
     space.build(None, flags, text)
     dataset = load_dataset(args.dataset, args.data)

@@ -410,7 +410,9 @@ def test_ablate_uses_the_text_model_the_study_was_tuned_with(small_mvsa, tmp_pat
     other = tmp_path / "other-lm"  # a local Hugging Face folder: a text model of another name
     shutil.copytree(resolve_lm("minilm"), other)
     space = load_space("image_text")
-    trial = space.build(space.start_for(encoder="pretrained"), {"metric": "Acc"}, TextConfig(model=str(other)))
+    trial = space.build(
+        space.start_for(encoder="pretrained", fusion="concat"), {"metric": "Acc"}, TextConfig(model=str(other))
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("ray_msa-mvsa")

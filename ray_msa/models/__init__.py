@@ -28,17 +28,56 @@ def _post_text(dataset: MSADataset, text: TextConfig) -> MSADataset:
     return prepare_post_text(dataset, text.model, TEXT_TOP_LAYERS)
 
 
+B_FUSION_SWITCH = {"bfusion_on": {"balance": True}, "bfusion_off": {"balance": False}}
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
-        ModelSpec("mtl", MultiTaskSequentialModel, MTLConfig, "mtl.yaml", tasks=("score",), default_for=("score",)),
-        ModelSpec("awf", AdaptiveWeightFusion, AWFConfig, "awf.yaml"),
-        ModelSpec("cenet", CENet, CENetConfig, "cenet.yaml", text_modes=("finetune",)),
+        ModelSpec(
+            "mtl",
+            MultiTaskSequentialModel,
+            MTLConfig,
+            "mtl.yaml",
+            tasks=("score",),
+            default_for=("score",),
+            variants={  # paper Table 5: each switches one part of the full model off
+                "no_polarity": {"polarity_task": False},
+                "no_intensity": {"intensity_task": False},
+                "no_aux_tasks": {"polarity_task": False, "intensity_task": False},
+                "no_cross_shared": {"cross_shared": False},
+                "no_unimodal_shared": {"unimodal_shared": False},
+                "no_cnn": {"cnn": False},
+                "no_bigru": {"bigru": False},
+                "no_unimodal_attention": {"unimodal_attention": False},
+                "no_cross_attention": {"cross_attention": False},
+            },
+        ),
+        ModelSpec(
+            "awf",
+            AdaptiveWeightFusion,
+            AWFConfig,
+            "awf.yaml",
+            variants={  # paper 001 Tables 8-10
+                "no_bfusion": {"bfusion": False},
+                "no_afusion": {"afusion": False},
+                "afusion_frozen": {"afusion_frozen": True},
+            },
+        ),
+        ModelSpec(
+            "cenet",
+            CENet,
+            CENetConfig,
+            "cenet.yaml",
+            text_modes=("finetune",),
+            variants={"no_ce": {"ce_module": False}},
+            needs=("text",),
+        ),
         ModelSpec("mult", MultimodalTransformer, MulTConfig, "mult.yaml", default_for=("emotions",)),  # MulT: IEMOCAP
         ModelSpec("tfn", TensorFusionNetwork, TFNConfig, "tfn.yaml"),
         ModelSpec("lmf", LowRankMultimodalFusion, LMFConfig, "lmf.yaml"),
-        ModelSpec("lf_dnn", LateFusionDNN, LateFusionConfig, "lf_dnn.yaml"),
-        ModelSpec("lf_lstm", LateFusionLSTM, LateFusionConfig, "lf_lstm.yaml"),
+        *(  # paper 001 Table 3: B-fusion added to existing models
+            ModelSpec(name, model, LateFusionConfig, f"{name}.yaml", variants=B_FUSION_SWITCH)
+            for name, model in (("lf_dnn", LateFusionDNN), ("lf_lstm", LateFusionLSTM))
+        ),
         ModelSpec(
             "image_text",
             ImageTextClassifier,
@@ -49,6 +88,7 @@ REGISTRY: dict[str, ModelSpec] = {
             text_modes=("frozen",),
             prepare_text=_post_text,
             variants={"image+text": {"use": "image+text"}, "image": {"use": "image"}, "text": {"use": "text"}},
+            modality_subsets=False,
         ),
     )
 }

@@ -9,14 +9,49 @@ target and using dg_i/dw_i = g_i / w_i (g_i scales with w_i through the fusion i
 so the dominant modality's weight falls and the others' rise. The step is divided by the
 mean slope so its size does not depend on the scale of the gradients (they are ~1e-4).
 omega is a buffer: the task loss never updates it.
+
+Gradients are read through `grad(param)`, which the engine supplies: DeepSpeed ZeRO >= 1
+partitions them and leaves `.grad` None, so its engine gathers the full gradient instead.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
+GradReader = Callable[[nn.Parameter], "torch.Tensor | None"]
+
+
+def dot_grad(param: nn.Parameter) -> torch.Tensor | None:
+    return param.grad
+
+
 SHORT = {"text": "T", "audio": "A", "vision": "V"}
+
+
+@torch.no_grad()
+def measure(layers: dict[str, nn.Module], modalities: tuple[str, ...], grad: GradReader = dot_grad) -> torch.Tensor:
+    """g_i: the mean absolute task-loss gradient on each modality's last layer W_i."""
+    values = []
+    for m in modalities:
+        g = grad(layers[m].weight)
+        if g is None:
+            raise RuntimeError(
+                f"B-fusion: no gradient on the {m} layer W_{SHORT[m]} after backward (an engine that partitions "
+                "gradients must pass its own grad reader)"
+            )
+        values.append(g.abs().mean())
+    return torch.stack(values).float().clamp(min=1e-12)
+
+
+def gradients(
+    layers: dict[str, nn.Module], modalities: tuple[str, ...], grad: GradReader = dot_grad
+) -> dict[str, float]:
+    """The g_i as logged metrics, whether or not omega is balanced (the gradient curves per modality)."""
+    g = measure(layers, modalities, grad)
+    return {f"grad_{SHORT[m]}": float(g[i]) for i, m in enumerate(modalities)}
 
 
 class GradientBalancer(nn.Module):
@@ -29,16 +64,15 @@ class GradientBalancer(nn.Module):
         return [self.omega[i] * z[m] for i, m in enumerate(self.modalities)]
 
     @torch.no_grad()
-    def step(self, layers: dict[str, nn.Linear]) -> dict[str, float]:
+    def step(self, layers: dict[str, nn.Module], grad: GradReader = dot_grad) -> dict[str, float]:
         """One SGD step on L_w from the gradients now on each W_i; returns omega and g_i."""
-        grads = [layers[m].weight.grad for m in self.modalities]
-        if any(g is None for g in grads) or len(self.modalities) < 2:
-            return {}
-        g = torch.stack([grad.abs().mean() for grad in grads]).clamp(min=1e-12)
+        g = measure(layers, self.modalities, grad)
+        out = {f"grad_{SHORT[m]}": float(g[i]) for i, m in enumerate(self.modalities)}
+        if len(self.modalities) < 2:
+            return out
         target = g.mean() * (g.max() / g)
         slope = g / self.omega  # dg_i / dw_i
         self.omega.sub_(self.lr * torch.sign(g - target) * slope / slope.mean()).clamp_(min=self.floor)
-        out = {f"omega_{SHORT[m]}": float(self.omega[i]) for i, m in enumerate(self.modalities)}
-        out.update({f"grad_{SHORT[m]}": float(g[i]) for i, m in enumerate(self.modalities)})
+        out.update({f"omega_{SHORT[m]}": float(self.omega[i]) for i, m in enumerate(self.modalities)})
         out["balance_loss"] = float((g - target).abs().sum())
         return out

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ray_msa.config import TextConfig
+from ray_msa.models.balance import GradReader, dot_grad
 from ray_msa.pretrained.lm import load_lm
 
 
@@ -104,8 +105,11 @@ class MSAModel(nn.Module):
         loss = F.cross_entropy(output.prediction.reshape(-1, 2), batch["labels"].reshape(-1))
         return loss, {"loss_emotions": float(loss.detach())}
 
-    def after_backward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Hook between backward and optimizer step; returns metrics to log."""
+    def after_backward(
+        self, output: ModelOutput, batch: dict[str, torch.Tensor], grad: GradReader = dot_grad
+    ) -> dict[str, float]:
+        """Hook between backward and optimizer step; returns metrics to log. `grad(param)` reads a
+        parameter's full gradient whatever the engine did with `.grad` (DeepSpeed ZeRO partitions it)."""
         return {}
 
     def validation_metrics(self, extras: dict[str, np.ndarray], labels: np.ndarray) -> dict[str, float]:

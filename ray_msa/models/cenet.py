@@ -37,6 +37,7 @@ class CENetConfig(ModelConfig):
     ce_layer: int = 1  # the LM layer whose input the CE module enhances
     ce_scale: float = 1.0  # multiplies the CE attention logits before softmax
     dropout: float = 0.1
+    ce_module: bool = True  # false: the ablation without the CE module (the fine-tuned LM and its head alone)
 
     def __post_init__(self) -> None:
         self.at_least(1, "vocab_size")
@@ -63,7 +64,7 @@ class CENet(MSAModel):
             raise ValueError(f"cenet: ce_layer {ce_layer} outside 0..{len(layers) - 1}")
         width = self.lm.config.hidden_size
         self.vocab_size, self.ce_layer, self.ce_scale = vocab_size, ce_layer, ce_scale
-        self.nonverbal = tuple(m for m in modalities if m != "text")
+        self.nonverbal = tuple(m for m in modalities if m != "text") if config.ce_module else ()
         for m in self.nonverbal:
             self.register_buffer(f"{m}_centroids", torch.zeros(vocab_size, feature_dims[m]))
         self.embed = nn.ModuleDict({m: nn.Embedding(vocab_size, width) for m in self.nonverbal})
@@ -74,7 +75,13 @@ class CENet(MSAModel):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(width, outputs)
         self._context: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
-        layers[ce_layer].register_forward_pre_hook(self._enhance, with_kwargs=True)
+        if self.nonverbal:
+            layers[ce_layer].register_forward_pre_hook(self._enhance, with_kwargs=True)
+
+    def inputs(self) -> tuple[str, ...]:
+        """Without the CE module the audio and vision arrays are never read."""
+        lengths = tuple(f"{m}_lengths" for m in self.nonverbal)
+        return ("text_ids", "text_mask", "text_lengths", "labels", *self.nonverbal, *lengths)
 
     @torch.no_grad()
     def prepare_from_training_data(self, split: Split, index: np.ndarray) -> None:

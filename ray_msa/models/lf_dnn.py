@@ -1,7 +1,8 @@
 """Late-fusion DNN: one pooled MLP per modality, a last linear layer W_i each,
 concatenated, then an MLP to the score. `balance: true` adds B-fusion (gradient-balanced
 modality weights, see `balance.py`) on the concatenation, as in the adaptive-weight-fusion
-paper's table that adds it to existing models."""
+paper's table that adds it to existing models; the per-modality gradients g_i are logged
+with it on or off (the paper's gradient curves)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from ray_msa.config import ModelConfig, TextConfig
-from ray_msa.models.balance import GradientBalancer
+from ray_msa.models.balance import GradientBalancer, GradReader, dot_grad, gradients
 from ray_msa.models.base import ModelOutput, MSAModel
 from ray_msa.models.layers import utterance_encoders
 
@@ -65,5 +66,10 @@ class LateFusionDNN(MSAModel):
         parts = self.balancer.weigh(z) if self.balancer is not None else [z[m] for m in self.modalities]
         return ModelOutput(prediction=self.to_prediction(self.post(torch.cat(parts, dim=-1))))
 
-    def after_backward(self, output: ModelOutput, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        return self.balancer.step(dict(self.last.items())) if self.balancer is not None else {}
+    def after_backward(
+        self, output: ModelOutput, batch: dict[str, torch.Tensor], grad: GradReader = dot_grad
+    ) -> dict[str, float]:
+        """B-fusion's step when balancing; the per-modality gradients g_i are logged either way."""
+        if self.balancer is not None:
+            return self.balancer.step(dict(self.last.items()), grad)
+        return gradients(dict(self.last.items()), self.modalities, grad)

@@ -47,6 +47,8 @@ class ModelSpec:
     text_modes: tuple[str, ...] = ("frozen", "finetune", "features")  # --text values it accepts; the first is its own
     prepare_text: Callable[[MSADataset, TextConfig], MSADataset] = text_as_configured  # the text input it reads
     variants: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # ablation name -> model settings
+    needs: tuple[str, ...] = ()  # modalities it cannot do without (an ablation's subsets keep them)
+    modality_subsets: bool = True  # ablate over modality subsets (false where its variants already are)
 
     def build(
         self,

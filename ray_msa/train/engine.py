@@ -92,6 +92,8 @@ def deepspeed_config(
             node = node.setdefault(name, {})
         if node.get(key, "auto") == "auto":
             node[key] = value
+    # our optimizers are torch's own (SGD, Adam, AdamW); DeepSpeed's ZeRO names only some as tested
+    config.setdefault("zero_allow_untested_optimizer", True)
     for section in ("bf16", "fp16"):  # DeepSpeed rejects a half-precision section on CPU
         if not config.get(section, {}).get("enabled", False):
             config.pop(section, None)
@@ -140,6 +142,10 @@ class Engine:
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
+
+    def full_grad(self, param: nn.Parameter) -> torch.Tensor | None:
+        """A parameter's whole gradient between backward and step (models that read gradients use this)."""
+        return param.grad
 
     def step(self) -> None:
         if self.grad_clip > 0:
@@ -196,6 +202,12 @@ class DeepSpeedEngine(Engine):
 
     def backward(self, loss: torch.Tensor) -> None:
         self.ds.backward(loss)
+
+    def full_grad(self, param: nn.Parameter) -> torch.Tensor | None:
+        """ZeRO >= 1 partitions gradients and leaves `.grad` None: gather this parameter's."""
+        from deepspeed.utils import safe_get_full_grad  # heavy: only DeepSpeed trials load it
+
+        return safe_get_full_grad(param)
 
     def step(self) -> None:
         self.ds.step()  # clips, steps and zeroes gradients per the config, then steps the schedule

@@ -111,7 +111,7 @@ def train_epoch(
         output = engine.forward(batch)
         loss, parts = engine.model.loss(output, batch)
         engine.backward(loss)
-        parts.update(engine.model.after_backward(output, batch))
+        parts.update(engine.model.after_backward(output, batch, engine.full_grad))
         engine.step()
         parts["loss"] = float(loss.detach())
         for k, v in parts.items():
