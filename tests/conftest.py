@@ -26,3 +26,19 @@ def shared_mosi() -> Path:
 def _cache(tmp_path_factory, monkeypatch):
     """Frozen text embeddings are cached once per session, never in the user's home."""
     monkeypatch.setenv("RAY_MSA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fails the test if anything starts or joins Ray (input must be checked first)."""
+    import ray  # heavy: only the tests that use this fixture load it
+
+    if ray.is_initialized():  # an earlier test's Ray: the check below is about this test alone
+        ray.shutdown()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ray.init was called before the input was checked")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    yield
+    assert not ray.is_initialized()

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import ray
 
 from ray_msa.config import ConfigError, TextConfig, TrainConfig
 from ray_msa.errors import InputError
@@ -50,21 +49,6 @@ BROKEN = {
     "unknown schedule": ("train: {lr_schedule: step}\n", "train.lr_schedule", "constant, linear, cosine"),
     "bad start entry": ("start: {heads: 3}\n", "start[0].heads", "do not divide"),
 }
-
-
-@pytest.fixture
-def no_ray(monkeypatch):
-    """Fails the test if anything starts or joins Ray."""
-
-    if ray.is_initialized():  # an earlier test's Ray: the check below is about this test alone
-        ray.shutdown()
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("ray.init was called before the configuration was checked")
-
-    monkeypatch.setattr(ray, "init", refuse)
-    yield
-    assert not ray.is_initialized()
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN))

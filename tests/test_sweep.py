@@ -20,21 +20,6 @@ from ray_msa.sweep import Cell, main, parse_axis, plot_sweep, render_table
 TINY = {"text": (12, 30), "audio": (20, 5), "vision": (20, 8)}  # MulT features: no transcripts, no LM
 
 
-@pytest.fixture
-def no_ray(monkeypatch):
-    """Fails the test if anything starts or joins Ray."""
-
-    if ray.is_initialized():  # an earlier test's Ray: the check below is about this test alone
-        ray.shutdown()
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("ray.init was called before the input was checked")
-
-    monkeypatch.setattr(ray, "init", refuse)
-    yield
-    assert not ray.is_initialized()
-
-
 @pytest.mark.parametrize(
     "args, line",
     [
