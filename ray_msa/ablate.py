@@ -55,8 +55,9 @@ def study_config(
     """The resolved configuration of study `run_id` (else of the latest finished study of `arch`
     on `dataset`), and where it came from; (None, why) when there is none."""
     store = Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+    which = f"{arch} {dataset}" if arch else dataset
     if run_id is None and store is not None and not store.exists():  # no store yet: no study, and none made here
-        return None, f"the search space's start configuration (no tracking store at {store})"
+        return None, f"the search space's start configuration (no finished {which} study: no tracking store yet)"
     client = MlflowClient(tracking_uri)
     if run_id is None:
         experiment = client.get_experiment_by_name(f"ray_msa-{dataset}")
@@ -68,7 +69,6 @@ def study_config(
             client.search_runs([experiment.experiment_id], query, order_by=order, max_results=1) if experiment else []
         )
         if not runs:
-            which = f"{arch} {dataset}" if arch else dataset
             return None, f"the search space's start configuration (no finished {which} study in the tracking store)"
         run_id = runs[0].info.run_id
     mlflow.set_tracking_uri(tracking_uri)
