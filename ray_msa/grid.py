@@ -151,6 +151,7 @@ def run_points(
         "mlflow.source.git.commit": git_commit(),
         **(tags or {}),
     }
+    own_ray = not ray.is_initialized()  # a Ray this call starts, it stops (a second local Ray breaks the first)
     parent = tracker.start(experiment, parent_name, parent_tags)
     tracker.params(parent, {"points": len(points), "workers": workers, "metric": metric, **(params or {})})
     try:
@@ -208,3 +209,6 @@ def run_points(
                 close_stopped_trial(tracker, child.info.run_id, "interrupted" if interrupted else "error", status)
         tracker.finish(parent, status)
         raise
+    finally:
+        if own_ray and ray.is_initialized():
+            ray.shutdown()

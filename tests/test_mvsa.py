@@ -365,12 +365,14 @@ def test_ablation_prints_image_text_image_and_text(small_mvsa, tmp_path, capsys,
     assert rows == ["image+text", "image", "text"] and "start configuration (no finished mvsa study" in out
 
 
-def test_space_starts_once_per_encoder_with_every_hyperparameter(tmp_path):
+def test_space_starts_at_the_paper_then_once_per_encoder_with_every_hyperparameter(tmp_path):
     from ray_msa.errors import InputError
     from ray_msa.search_space import load_space
 
     space = load_space("image_text")
-    assert [s["encoder"] for s in space.start] == ["pretrained", "scratch"]
+    assert [s["encoder"] for s in space.start] == ["pretrained", "pretrained", "scratch"]
+    paper = {"fusion": "bicross", "heads": 8, "ffn": 1024, "dim": 512, "layers": 3, "dropout": 0.3, "lr": 1.0e-4}
+    assert paper.items() <= space.start_for().items()  # paper 004's setting is the first trial
     assert all(set(s) == set(space.space) for s in space.start)  # complete points: Optuna samples nothing for them
     assert space.start_for(encoder="scratch")["lr"] == 1.0e-3
     single = tmp_path / "one.yaml"
