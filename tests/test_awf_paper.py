@@ -3,6 +3,7 @@ under DeepSpeed ZeRO 2, and the optimizers its Table 7 compares."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 import numpy as np
@@ -112,29 +113,36 @@ def test_frozen_a_fusion_is_not_trained(data):
     assert not trained & {id(p) for p in model.attention.parameters()}
 
 
-def test_b_fusion_works_under_deepspeed_zero_2(data):
+def _omega_under_ddp_and_zero_2() -> dict[str, tuple[list[float], float, bool]]:
+    """One epoch of awf under the DDP engine and under DeepSpeed ZeRO 2, in a process of its
+    own: DeepSpeed caches its process groups, which outlive a destroyed torch group."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29531", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    data = make_synthetic(sizes=(96, 16, 16), signal={"text": 3.0, "audio": 0.5, "vision": 0.5}, seed=4)
+    out = {}
+    for engine_name, stage in (("ddp", 0), ("deepspeed", 2)):
+        torch.manual_seed(0)
+        model = build_model("awf", data.modalities, data.feature_dims(), AWF)
+        train = TrainConfig(lr=2e-3, engine=engine_name, zero_stage=stage, batch_size=16, grad_clip=0.0)
+        engine = make_engine(model, train, torch.device("cpu"), total_steps=6)
+        logged = train_epoch(engine, data.splits["train"], np.arange(96), 16, [0, 0, 0], WorkerContext())
+        no_grad_attribute = model.last["text"].weight.grad is None
+        out[engine_name] = (model.balancer.omega.tolist(), logged["train_grad_T"], no_grad_attribute)
+    dist.destroy_process_group()
+    return out
+
+
+def test_b_fusion_works_under_deepspeed_zero_2():
     """ZeRO 2 partitions gradients (`.grad` is None); the engine's grad reader gathers them, so
     omega moves exactly as under the DDP engine."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29531", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    omegas, grads = {}, {}
-    try:
-        for engine_name, stage in (("ddp", 0), ("deepspeed", 2)):
-            torch.manual_seed(0)
-            model = build_model("awf", data.modalities, data.feature_dims(), AWF)
-            train = TrainConfig(lr=2e-3, engine=engine_name, zero_stage=stage, batch_size=16, grad_clip=0.0)
-            engine = make_engine(model, train, torch.device("cpu"), total_steps=6)
-            logged = train_epoch(engine, data.splits["train"], np.arange(96), 16, [0, 0, 0], WorkerContext())
-            omegas[engine_name] = model.balancer.omega.clone()
-            grads[engine_name] = logged["train_grad_T"]
-            if engine_name == "deepspeed":
-                assert model.last["text"].weight.grad is None  # what the old code silently skipped on
-                engine.ds.destroy()
-    finally:
-        dist.destroy_process_group()
-    assert not torch.equal(omegas["ddp"], torch.ones(3))
-    torch.testing.assert_close(omegas["deepspeed"], omegas["ddp"], rtol=0, atol=1e-5)
-    assert grads["deepspeed"] == pytest.approx(grads["ddp"], rel=1e-4)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        out = pool.apply(_omega_under_ddp_and_zero_2)
+    (ddp_omega, ddp_grad, _), (ds_omega, ds_grad, ds_no_grad) = out["ddp"], out["deepspeed"]
+    assert ds_no_grad  # what the old code silently skipped on
+    assert ddp_omega != [1.0, 1.0, 1.0]
+    np.testing.assert_allclose(ds_omega, ddp_omega, rtol=0, atol=1e-5)
+    assert ds_grad == pytest.approx(ddp_grad, rel=1e-4)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
