@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from ray_msa.data.mvsa import TAGS, clean, read_posts
+from ray_msa.data import mvsa
+from ray_msa.data.mvsa import TAGS, clean, load_mvsa_dataset, read_posts
 from ray_msa.errors import InputError
 from ray_msa.models.image_text import (
     MASK_ID,
@@ -24,41 +25,25 @@ from ray_msa.models.image_text import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-MVSA = ROOT.parent / "shared" / "data" / "mvsa_ecnu"
+
+
+SAMPLE = ROOT / "tests" / "data" / "mvsa_sample"  # committed: 60 real posts, see its ATTRIBUTION.md
 
 
 @pytest.fixture(scope="module")
 def small_mvsa(tmp_path_factory) -> Path:
-    """48 labelled posts (16 per tag, with GB18030 texts among them) and 8 unlabelled ones."""
-    if not (MVSA / "train.txt").is_file():
-        pytest.skip(f"real MVSA files not found at {MVSA}")
-    out = tmp_path_factory.mktemp("mvsa")
-    (out / "data").mkdir()
-    rows = list(csv.DictReader((MVSA / "train.txt").open()))
-    chosen = [r for tag in TAGS for r in [r for r in rows if r["tag"] == tag][:16]]
-    gb = [r for r in rows if _not_utf8(MVSA / "data" / f"{r['guid']}.txt") and r not in chosen][:4]
-    unlabelled = list(csv.DictReader((MVSA / "test_without_label.txt").open()))[:8]
-    for r in chosen + gb + unlabelled:
-        for ext in ("jpg", "txt"):
-            shutil.copy(MVSA / "data" / f"{r['guid']}.{ext}", out / "data")
-    _write(out / "train.txt", chosen + gb)
-    _write(out / "test_without_label.txt", unlabelled)
+    """48 labelled posts (16 per tag), 4 more with GB18030 texts and 8 unlabelled ones, in a folder
+    a test may change."""
+    out = tmp_path_factory.mktemp("mvsa") / "mvsa_sample"
+    shutil.copytree(SAMPLE, out, ignore=shutil.ignore_patterns("*.md"))
     return out
 
 
-def _not_utf8(path: Path) -> bool:
-    try:
-        path.read_bytes().decode("utf-8")
-        return False
-    except UnicodeDecodeError:
-        return True
-
-
-def _write(path: Path, rows: list[dict]) -> None:
+def _write(path: Path, rows: list[tuple[str, str]]) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["guid", "tag"])
-        writer.writerows((r["guid"], r["tag"]) for r in rows)
+        writer.writerows(rows)
 
 
 def test_cleaning_keeps_hashtag_words_and_drops_urls_mentions_retweets():
@@ -93,6 +78,54 @@ def test_reader_names_the_guids_it_cannot_use(small_mvsa, tmp_path):
     (broken / "train.txt").write_text(f"guid,tag\n{guids[2]},happy\n")
     with pytest.raises(InputError, match=f"unknown tag for 1 guids: {guids[2]}"):
         read_posts(broken, "train.txt", labelled=True)
+
+
+def test_a_text_neither_utf8_nor_gb18030_is_read_as_latin1(small_mvsa, tmp_path):
+    folder = tmp_path / "latin1"
+    shutil.copytree(small_mvsa, folder)
+    guid = next(csv.DictReader((folder / "train.txt").open()))["guid"]
+    (folder / "data" / f"{guid}.txt").write_bytes(b"na\xefve caf\xe9 \xff! #lovely")  # 0xff: no GB18030 byte
+    posts = read_posts(folder, "train.txt", labelled=True)
+    assert posts.texts[list(posts.guids).index(guid)] == "naïve café ÿ! lovely"
+    assert posts.encodings["latin-1"] == 1
+
+
+@pytest.mark.parametrize(
+    "lines, match",
+    [
+        (["guid,tag", "{a},positive", "{a},negative"], "guid: {a} listed twice \\(line 3\\)"),
+        (["id,label", "{a},positive"], "header: \\['id', 'label'\\]"),
+        (["guid,tag", "{a},happy"], "unknown tag for 1 guids: {a}"),
+    ],
+)
+def test_a_broken_train_list_is_refused_naming_the_guid(small_mvsa, tmp_path, lines, match):
+    folder = tmp_path / "broken"
+    shutil.copytree(small_mvsa, folder)
+    a = next(csv.DictReader((folder / "train.txt").open()))["guid"]
+    (folder / "train.txt").write_text("\n".join(line.format(a=a) for line in lines) + "\n")
+    with pytest.raises(InputError, match=match.format(a=a)):
+        read_posts(folder, "train.txt", labelled=True)
+
+
+def test_a_post_in_both_lists_is_refused_before_any_image_is_read(small_mvsa, tmp_path, monkeypatch):
+    folder = tmp_path / "both"
+    shutil.copytree(small_mvsa, folder)
+    train = list(csv.reader((folder / "train.txt").open()))[1:]
+    test = list(csv.reader((folder / "test_without_label.txt").open()))[1:]
+    _write(folder / "test_without_label.txt", [*test, (train[3][0], "null")])
+    monkeypatch.setattr(mvsa, "load_images", lambda *a: pytest.fail("images read before the lists were checked"))
+    with pytest.raises(InputError, match=f"guid: 1 posts also in train.txt: {train[3][0]}"):
+        load_mvsa_dataset(folder)
+
+
+def test_a_corrupt_jpeg_is_named_by_guid(small_mvsa, tmp_path):
+    folder = tmp_path / "corrupt"
+    shutil.copytree(small_mvsa, folder)
+    guid = list(csv.reader((folder / "train.txt").open()))[5][0]
+    jpeg = folder / "data" / f"{guid}.jpg"
+    jpeg.write_bytes(jpeg.read_bytes()[:200])  # a JPEG cut short: the header parses, the pixels do not
+    with pytest.raises(InputError, match=f"images: 1 unreadable: guids {guid}"):
+        load_mvsa_dataset(folder)
 
 
 def test_efficientnet_lite0_loads_every_weight():
@@ -271,6 +304,8 @@ def test_tune_then_predict_the_unlabelled_posts(small_mvsa, tmp_path):
             "--folds",
             "2",
             "--epochs",
+            "1",
+            "--test-seeds",
             "1",
         ],
         cwd=tmp_path,

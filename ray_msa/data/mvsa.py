@@ -5,7 +5,8 @@
 Texts come in many encodings: each is decoded as UTF-8, else GB18030, else Latin-1 (which
 never fails), and the fallbacks are counted. Cleaning removes URLs, @user mentions and
 retweet marks; hashtags keep their words. A missing or unreadable image, a missing or
-empty text file or an unknown tag stops the read with every offending guid named. A text
+empty text file, an unknown tag, a guid listed twice or in both lists stops the read with every
+offending guid named. A text
 that is nothing but links and mentions (42 posts of the real set) becomes empty after
 cleaning: the post stays, as image only, and its guid is listed in the dataset's notes.
 Nothing is silently dropped.
@@ -175,6 +176,22 @@ def image_tokens(images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, 49, 1280), np.float16)
 
 
+def _check_disjoint(directory: Path) -> None:
+    """A post in both lists would be trained on and then predicted as unseen: refused, as a sample in
+    two splits is for every other dataset, before any image is read."""
+    train, test = directory / "train.txt", directory / "test_without_label.txt"
+    if not (train.is_file() and test.is_file()):
+        return
+    both = sorted({g for g, _ in read_index(train, True)} & {g for g, _ in read_index(test, False)})
+    if both:
+        raise InputError(
+            test,
+            "guid",
+            f"{len(both)} posts also in train.txt: {', '.join(both[:10])}",
+            "list each post in one file only",
+        )
+
+
 def load_mvsa_dataset(directory: Path, scratch_size: int = SCRATCH_SIZE) -> MSADataset:
     """Labelled posts as `train` (cross-validated), none as `valid`, unlabelled posts as `test`
     (labels -1): cleaned text, EfficientNet-Lite0 tokens of the 224-pixel image (`vision`)
@@ -187,6 +204,7 @@ def load_mvsa_dataset(directory: Path, scratch_size: int = SCRATCH_SIZE) -> MSAD
             "neither train.txt nor test_without_label.txt found",
             "use the MVSA layout: data/, train.txt, test_without_label.txt",
         )
+    _check_disjoint(directory)
     for split_name, index_name, labelled in (("train", "train.txt", True), ("test", "test_without_label.txt", False)):
         if not (directory / index_name).is_file():  # a folder to predict may lack either list
             notes[f"{index_name}"] = "absent"
