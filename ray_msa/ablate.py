@@ -31,13 +31,13 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ray_msa.config import ConfigError
+from ray_msa.config import ConfigError, TextConfig
 from ray_msa.data.dataset import MSADataset
 from ray_msa.data.sources import load_dataset, task_of
 from ray_msa.errors import InputError, exit_on_input_error
 from ray_msa.grid import GridResult, run_points
 from ray_msa.metrics import DEFAULT_METRIC, METRIC_SETS, mode_of
-from ray_msa.models import check_task, default_arch
+from ray_msa.models import check_task, default_arch, get_spec
 from ray_msa.models.balance import SHORT
 from ray_msa.search_space import load_space
 from ray_msa.statistics import paired_fold_test
@@ -174,9 +174,10 @@ def chosen_configuration(args: argparse.Namespace, uri: str) -> tuple[TrialConfi
         raise InputError(
             "--arch", args.arch, f"study run {args.config_run} is of {trial.arch}", f"drop --arch or use {trial.arch}"
         )
-    if trial is None:
-        space = load_space(args.arch or default_arch(task), None, args.dataset)
-        trial = space.build(space.start_for())
+    if trial is None:  # the space's start, with the text input the architecture reads (CENet fine-tunes its LM)
+        arch = args.arch or default_arch(task)
+        space = load_space(arch, None, args.dataset)
+        trial = space.build(space.start_for(), None, TextConfig(mode=get_spec(arch).text_mode(TextConfig().mode)))
     check_task(trial.arch, task)
     return trial, origin
 

@@ -123,3 +123,17 @@ def test_ablate_mosi_mtl_runs_end_to_end_on_ray(tmp_path, capsys):
     for child in children:
         folds = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{child.info.run_id}'")
         assert len(folds) == 2
+
+
+@pytest.mark.parametrize("command", ["ablate", "sweep"])
+@pytest.mark.parametrize("arch, mode", [("cenet", "finetune"), ("mtl", "frozen")])
+def test_without_a_study_the_start_reads_text_as_the_architecture_does(tmp_path, command, arch, mode):
+    """No study in the store: the space's start configuration, with the text input the architecture
+    reads (CENet fine-tunes its LM on token ids; frozen-LM states would leave it nothing to read)."""
+    from ray_msa import ablate, sweep
+
+    parse = ablate.parse_args if command == "ablate" else sweep.parse_args
+    extra = [] if command == "ablate" else ["--param", "dropout", "--values", "0.1,0.2"]
+    args = parse(["mosi", "--arch", arch, "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", *extra])
+    trial, origin = ablate.chosen_configuration(args, args.tracking_uri)
+    assert (trial.arch, trial.text.mode) == (arch, mode) and "start configuration" in origin
