@@ -167,7 +167,7 @@ class TrainConfig(Settings):
     metric: str | None = None  # validation metric; None: the dataset's default (MAE, Mean_F1, Acc)
     folds: int = 5
     seed: int = 0
-    final: Literal["refit"] = "refit"  # the final model: retrained on train+valid
+    final: Literal["refit", "ensemble"] = "refit"  # retrained on train+valid, or the K fold models averaged
     final_epochs: int | None = None  # the refit's epochs, set from the best trial's folds
     engine: Literal["ddp", "deepspeed"] = "ddp"
     precision: Literal["fp32", "bf16"] = (

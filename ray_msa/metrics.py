@@ -17,6 +17,8 @@ binary label: accuracy and weighted F1; plus their means over the four emotions.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from sklearn.metrics import f1_score
 
@@ -97,6 +99,22 @@ def compute_metrics(metric_set: str, pred: np.ndarray, truth: np.ndarray) -> dic
     return {"mmsa": regression_metrics, "sims": sims_metrics, "emotions": emotion_metrics, "classes": class_metrics}[
         metric_set
     ](pred, truth)
+
+
+def metric_function(metric_set: str, name: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    """`(truth, pred) -> value` of one metric, equal to `compute_metrics(metric_set, pred, truth)[name]`;
+    MAE and Acc take a direct path (a permutation test computes a metric thousands of times)."""
+    if name == "MAE" and metric_set in ("mmsa", "sims"):
+        bound = 1.0 if metric_set == "sims" else np.inf  # SIMS clips to [-1, 1] first
+
+        def mae(truth: np.ndarray, pred: np.ndarray) -> float:
+            pred, truth = np.asarray(pred, np.float64).reshape(-1), np.asarray(truth, np.float64).reshape(-1)
+            return float(np.mean(np.abs(np.clip(pred, -bound, bound) - np.clip(truth, -bound, bound))))
+
+        return mae
+    if name == "Acc" and metric_set == "classes":
+        return lambda truth, pred: float(np.mean(np.asarray(pred).argmax(-1) == np.asarray(truth).reshape(-1)))
+    return lambda truth, pred: compute_metrics(metric_set, pred, truth)[name]
 
 
 def _multiclass_acc(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -161,6 +161,18 @@ class SpaceFile:
             out[name] = make[next(iter(entry))](next(iter(entry.values()))) if isinstance(entry, dict) else entry
         return out
 
+    def optuna_distributions(self) -> dict[str, Any]:
+        """The sampled settings as Optuna distributions (what TPE sampled from), for Optuna's plots."""
+        import optuna  # only a study's plots need it
+
+        make = {
+            "uniform": lambda a: optuna.distributions.FloatDistribution(*a),
+            "loguniform": lambda a: optuna.distributions.FloatDistribution(*a, log=True),
+            "choice": lambda a: optuna.distributions.CategoricalDistribution(list(a)),
+            "randint": lambda a: optuna.distributions.IntDistribution(a[0], a[1] - 1),  # Tune's high is exclusive
+        }
+        return {n: make[next(iter(e))](next(iter(e.values()))) for n, e in self.space.items() if isinstance(e, dict)}
+
     def start_for(self, **match: Any) -> dict[str, Any]:
         """The first start configuration whose entries match `match` (e.g. encoder='scratch'), else the first."""
         found = [s for s in self.start if all(s.get(k) == v for k, v in match.items())]

@@ -19,7 +19,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import mlflow
 import mlflow.pytorch
 import numpy as np
 import ray
+import torch
 from optuna.samplers import TPESampler
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -39,7 +41,10 @@ from ray_msa.config import TextConfig
 from ray_msa.data.dataset import MSADataset
 from ray_msa.errors import InputError
 from ray_msa.metrics import METRICS, mode_of
+from ray_msa.models.ensemble import FoldEnsemble
 from ray_msa.search_space import SpaceFile
+from ray_msa.statistics import t_interval
+from ray_msa.study_plots import log_study_plots, optuna_study
 from ray_msa.study_progress import StudyCallback, close_cut_trials
 from ray_msa.tracking import Tracker, git_commit, redact
 from ray_msa.train.workers import cross_validate_worker, final_train_worker, load_checkpoint_state
@@ -76,6 +81,7 @@ class StudySettings:
     max_failures: int = 2
     concurrent: int | None = None  # None: as many trials as the cluster's free resources hold
     time_budget_min: float | None = None  # stop starting and running trials after this long (then retrain the best)
+    test_seeds: int = 1  # the best configuration retrained and tested once per seed (seed, seed + 1, ...)
     command: list[str] = field(default_factory=list)  # the CLI arguments, kept so --resume rebuilds the same study
     extra_params: dict[str, Any] = field(default_factory=dict)
 
@@ -105,12 +111,13 @@ class StudyResult:
     study_run_id: str
     best_config: dict[str, Any]  # the sampled values of the best trial
     cv: dict[str, float]
-    test: dict[str, float]
+    test: dict[str, float]  # the mean over seeds of each test metric
     trials: int
     wall_s: float
     ray_overhead_s: tuple[float, float]
     model_uri: str
     trial: TrialConfig | None = None  # the final model's resolved configuration
+    test_seeds: dict[str, list[float]] = field(default_factory=dict)  # metric -> its value for each seed, in order
 
 
 @dataclass(frozen=True)
@@ -240,6 +247,7 @@ def run_trial(sampled: dict[str, Any], dataset_ref: list, context: dict[str, Any
     tracker = Tracker(settings.tracking_uri)
     trial_run = tracker.child(context["study_run_id"], f"trial-{number}", {"role": "trial", "ray_trial_id": trial_id})
     tracker.params(trial_run, trial.params())  # the resolved configuration
+    tracker.dataset_input(trial_run, *context["data_input"])
     run = RunContext(
         settings.tracking_uri, context["study_run_id"], trial_run, f"trial {number}", dataset_ref, plan.threads
     )
@@ -272,6 +280,7 @@ def _open_study(
         "data_fingerprint": fingerprint,
         "mlflow.source.git.commit": git_commit(),
         "data_source": dataset.source,
+        "metric_set": dataset.metric_set,
     }
     run_id = tracker.start(experiment, name, tags)
     base = settings.base
@@ -300,6 +309,7 @@ def _open_study(
         "arch": settings.arch,
         "command": settings.command,
         "data_fingerprint": fingerprint,
+        "data_source": dataset.source,
         "started": time.time(),
         "finished": False,
     }
@@ -349,7 +359,14 @@ def _tuner(
     resume: bool,
 ) -> tune.Tuner:
     """Optuna's TPE proposes, ASHA stops laggards at epochs 2, 4, ...; a resumed study restores Tune's state."""
-    context = {"settings": settings, "plan": plan, "study_run_id": study.run_id, "study_name": study.name}
+    data_input = (settings.dataset, study.record["data_fingerprint"], study.record.get("data_source", settings.dataset))
+    context = {
+        "settings": settings,
+        "plan": plan,
+        "study_run_id": study.run_id,
+        "study_name": study.name,
+        "data_input": data_input,
+    }
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, dataset_ref=dataset_ref, context=context), {"cpu": TRIAL_CPU}
     )
@@ -392,19 +409,56 @@ def _select_best(
     final_epochs = max(1, int(round(float(np.mean(best.metrics["best_epochs"])))))
     tracker.params(study.run_id, {f"best.{k}": v for k, v in sampled.items()} | {"final_epochs": final_epochs})
     tracker.metrics(study.run_id, {f"cv_{k}": v for k, v in cv.items()})
-    print(
-        f"best trial: CV mean {settings.metric} {cv[objective]:.4f}; retraining on train+valid for "
-        f"{final_epochs} epochs",
-        flush=True,
+    final = (
+        f"its {settings.base.train.folds} fold models, averaged, on test"
+        if settings.base.train.final == "ensemble"
+        else f"retraining on train+valid for {final_epochs} epochs"
     )
+    print(f"best trial: CV mean {settings.metric} {cv[objective]:.4f}; {final}", flush=True)
     return sampled, cv, final_epochs
 
 
-def _final_training(trial: TrialConfig, run: RunContext, plan: Plan, study_name: str) -> tuple[dict[str, float], dict]:
-    """The best configuration retrained on train+valid and evaluated once on test: (metrics, weights)."""
-    result = trainer(final_train_worker, trial, run, plan, f"{study_name}-final", in_tune=False).fit()
-    test = {k[len("test_") :]: float(v) for k, v in result.metrics.items() if k.startswith("test_")}
-    return test, load_checkpoint_state(result.checkpoint)["model"]
+def _final_training(
+    trial: TrialConfig, run: RunContext, plan: Plan, study_name: str, seeds: int, tracker: Tracker
+) -> tuple[dict[str, list[float]], dict]:
+    """The best configuration retrained on train+valid once per seed (seed, seed + 1, ...; side by side
+    when the cluster holds several), each evaluated once on test and recorded as a `final` child run of
+    the study with its test predictions: (metric -> value per seed, the first seed's weights)."""
+
+    def one(k: int) -> tuple[dict[str, float], Any]:
+        seed = trial.train.seed + k
+        child = tracker.child(run.study_run_id, f"final-seed-{seed}", {"role": "final", "seed": str(seed)})
+        seeded = trial.with_train(seed=seed)
+        tracker.params(child, seeded.params())
+        context = replace(run, trial_run_id=child, trial_name=f"final seed {seed}")
+        try:
+            result = trainer(final_train_worker, seeded, context, plan, f"{study_name}-final-{seed}", False).fit()
+        except BaseException:
+            tracker.finish(child, "FAILED")
+            raise
+        test = {m[len("test_") :]: float(v) for m, v in result.metrics.items() if m.startswith("test_")}
+        tracker.metrics(child, {f"test_{m}": v for m, v in test.items()})
+        tracker.finish(child)
+        return test, result.checkpoint if k == 0 else None  # the first seed's model is the one logged
+
+    side_by_side = min(seeds, plan.concurrent)
+    if side_by_side > 1:
+        with ThreadPoolExecutor(max_workers=side_by_side) as pool:
+            results = list(pool.map(one, range(seeds)))
+    else:  # one at a time: in this thread, as Ray Train's driver expects by default
+        results = [one(k) for k in range(seeds)]
+    per_seed = {name: [test[name] for test, _ in results] for name in results[0][0]}
+    return per_seed, load_checkpoint_state(results[0][1])
+
+
+def test_summary(per_seed: dict[str, list[float]]) -> dict[str, float]:
+    """Each test metric's mean over seeds (`<m>`), std (`std_<m>`) and 95% t-interval (`ci_low_<m>`,
+    `ci_high_<m>`; nan for one seed)."""
+    out = {}
+    for name, values in per_seed.items():
+        mean, std, low, high = t_interval(values)
+        out |= {name: mean, f"std_{name}": std, f"ci_low_{name}": low, f"ci_high_{name}": high}
+    return out
 
 
 def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, Any] | None = None) -> StudyResult:
@@ -414,6 +468,7 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
     tracker = Tracker(settings.tracking_uri)
     study = _open_study(tracker, dataset, settings, resume)
     study.save()
+    tracker.dataset_input(study.run_id, settings.dataset, study.record["data_fingerprint"], dataset.source)
     print(
         f"study {study.name}{' (resumed)' if resume else ''}: {dataset.summary()}; fingerprint "
         f"{dataset.fingerprint()}; "
@@ -439,12 +494,16 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
                 flush=True,
             )
         sampled, cv, final_epochs = _select_best(grid, settings, tracker, study)
+        log_study_plots(tracker, study.run_id, optuna_study(grid, settings.space, settings.metric, settings.mode))
         final = settings.space.build(
             sampled, {**settings.flags, "engine": plan.engine, "final_epochs": final_epochs}, settings.text
         )
         run = RunContext(settings.tracking_uri, study.run_id, None, "final", dataset_ref, plan.threads)
-        test, model_state = _final_training(final, run, plan, study.name)
-        tracker.metrics(study.run_id, {f"test_{k}": v for k, v in test.items()})
+        per_seed, model_state = _final_training(final, run, plan, study.name, settings.test_seeds, tracker)
+        summary = test_summary(per_seed)
+        test = {name: summary[name] for name in per_seed}
+        tracker.metrics(study.run_id, {f"test_{k}": v for k, v in summary.items()})
+        tracker.metrics(study.run_id, {"final_seeds": settings.test_seeds})
         model_uri = _log_model(tracker, study.run_id, dataset, final, model_state)
         wall = time.time() - started + float(study.record.get("wall_before_s", 0.0))
         overhead, trial_wall = callback.ray_overhead()
@@ -459,7 +518,9 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         )
         tracker.finish(study.run_id)
         study.save(finished=True)
-        return StudyResult(study.run_id, sampled, cv, test, len(grid), wall, (overhead, trial_wall), model_uri, final)
+        return StudyResult(
+            study.run_id, sampled, cv, test, len(grid), wall, (overhead, trial_wall), model_uri, final, per_seed
+        )
     except BaseException as err:  # a failed or interrupted study is never left RUNNING
         interrupted = isinstance(err, (KeyboardInterrupt, StudyInterrupted))
         tracker.finish(study.run_id, "KILLED" if interrupted else "FAILED")
@@ -467,11 +528,17 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         raise
 
 
-def _log_model(tracker: Tracker, run_id: str, dataset: MSADataset, trial: TrialConfig, state: dict) -> str:
-    """The final model as an MLflow PyTorch model, and `model_spec.json`: what the model was
-    trained on and its resolved configuration, which `predict` and `ablate` read back typed."""
-    model = trial.spec.for_dataset(dataset, trial.model, trial.text)
-    model.load_state_dict(state)
+def _log_model(tracker: Tracker, run_id: str, dataset: MSADataset, trial: TrialConfig, weights: dict) -> str:
+    """The final model (the refit one, or the fold models as one `FoldEnsemble`) as an MLflow PyTorch
+    model, and `model_spec.json`: what the model was trained on and its resolved configuration, which
+    `predict` and `ablate` read back typed."""
+
+    def built(state: dict) -> torch.nn.Module:
+        model = trial.spec.for_dataset(dataset, trial.model, trial.text)
+        model.load_state_dict(state)
+        return model
+
+    model = FoldEnsemble([built(s) for s in weights["folds"]]) if "folds" in weights else built(weights["model"])
     model.eval()
     mlflow.set_tracking_uri(tracker.uri)
     with mlflow.start_run(run_id=run_id):
@@ -499,10 +566,20 @@ def model_record(dataset: MSADataset, trial: TrialConfig) -> dict[str, Any]:
 def results_table(result: StudyResult, metric_names: tuple[str, ...] = METRICS) -> str:
     """Fold mean ± std of the best trial and its test metrics, one row per metric. A test split
     without labels (MVSA's unlabelled posts, which `predict` tags) shows '-', not nan."""
-    lines = [f"{'metric':<10} {'CV mean ± std (best trial)':>28} {'test':>8}", "-" * 48]
+    seeds = len(next(iter(result.test_seeds.values()), []))
+    if seeds > 1:
+        head = f"test mean ± std over {seeds} seeds [95% CI]"
+        lines = [f"{'metric':<10} {'CV mean ± std (best trial)':>28}   {head}", "-" * (44 + len(head))]
+    else:
+        lines = [f"{'metric':<10} {'CV mean ± std (best trial)':>28} {'test':>8}", "-" * 48]
     for name in metric_names:
         mean, std = result.cv.get(f"mean_{name}", math.nan), result.cv.get(f"std_{name}", math.nan)
         test = result.test.get(name, math.nan)
+        if seeds > 1 and name in result.test_seeds:
+            t_mean, t_std, low, high = t_interval(result.test_seeds[name])
+            shown = f"{t_mean:.4f} ± {t_std:.4f} [{low:.4f}, {high:.4f}]"
+            lines.append(f"{name:<10} {f'{mean:.4f} ± {std:.4f}':>28}   {shown}")
+            continue
         lines.append(f"{name:<10} {f'{mean:.4f} ± {std:.4f}':>28} {'-' if math.isnan(test) else f'{test:.4f}':>8}")
     if not result.test:
         lines.append("test: the test split has no labels (python -m ray_msa.predict tags it)")

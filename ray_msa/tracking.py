@@ -16,6 +16,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 PARENT = "mlflow.parentRunId"
+EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 SECRET_MARKERS = ("password", "secret", "token", "key", "credential")
 CREDENTIALS = re.compile(r"(\b[a-zA-Z][\w+.-]*://[^/\s:@]+):[^@\s/]+@")
 
@@ -70,10 +71,35 @@ class Tracker:
         self._logged: dict[tuple[str, str], set[int]] = {}
 
     def experiment(self, name: str) -> str:
+        """The experiment's id, created if needed, tagged as model development so MLflow's UI
+        opens it on its training runs (not the GenAI overview)."""
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        return self.client.create_experiment(name, artifact_location=artifact_root(self.uri))
+        if found is None:
+            return self.client.create_experiment(
+                name, artifact_location=artifact_root(self.uri), tags={EXPERIMENT_KIND: MODEL_DEVELOPMENT}
+            )
+        if found.tags.get(EXPERIMENT_KIND) != MODEL_DEVELOPMENT:
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_DEVELOPMENT)
+        return found.experiment_id
+
+    def dataset_input(self, run_id: str, name: str, digest: str, source: str, context: str = "training") -> None:
+        """The data as an MLflow dataset input (the UI's Dataset column): its name, the content
+        fingerprint as digest and where it was read from. Logged once per run."""
+        import warnings
+
+        from mlflow.data.dataset_source_registry import resolve_dataset_source  # only runs with data need it
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        if any(d.dataset.digest == digest for d in self.client.get_run(run_id).inputs.dataset_inputs):
+            return
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": local paths match two sources
+            warnings.simplefilter("ignore", UserWarning)
+            where = resolve_dataset_source(redact(source))
+        dataset = MetaDataset(where, name=name, digest=digest)
+        entry = DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+        self._with_retry(self.client.log_inputs, run_id, datasets=[entry])
 
     def start(self, experiment_id: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
         all_tags = dict(tags, **({PARENT: parent} if parent else {}))
@@ -134,6 +160,26 @@ class Tracker:
                 if "locked" not in str(err).lower() or attempt == attempts - 1:
                     raise
                 time.sleep(0.05 * 2**attempt)
+
+    def predictions(self, run_id: str, ids: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> None:
+        """`test_predictions.csv`: id, the label(s) and the prediction(s) (a score, or one logit per
+        column) of every test sample, in the split's order."""
+        import csv
+        import tempfile
+
+        labels, scores = np.asarray(labels).reshape(len(ids), -1), np.asarray(scores).reshape(len(ids), -1)
+
+        def names(kind: str, width: int) -> list[str]:
+            return [kind] if width == 1 else [f"{kind}_{i}" for i in range(width)]
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "test_predictions.csv"
+            with path.open("w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["id", *names("label", labels.shape[1]), *names("prediction", scores.shape[1])])
+                for i, sample in enumerate(ids):
+                    writer.writerow([sample, *labels[i].tolist(), *scores[i].tolist()])  # repr: exact round trip
+            self._with_retry(self.client.log_artifact, run_id, str(path))
 
     def tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])

@@ -29,6 +29,8 @@ from ray_msa.study import StudyInterrupted, StudySettings, default_storage, find
 from ray_msa.tracking import default_tracking_uri, redact
 from ray_msa.train.engine import deepspeed_config
 
+DEFAULT_TEST_SEEDS = 3  # test numbers as mean ± std and a 95% interval over seeds, not one seed's
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -107,6 +109,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--storage", help="Ray results/checkpoints directory (default ./ray_results)")
     parser.add_argument("--space", help="search-space YAML (default: the shipped ray_msa/spaces/<arch>.yaml)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--final",
+        choices=("refit", "ensemble"),
+        help="the tested model: retrained on train+valid for the folds' mean best epoch (refit, default), "
+        "or the best trial's K fold models with their predictions averaged (ensemble)",
+    )
+    parser.add_argument(
+        "--test-seeds",
+        type=int,
+        default=DEFAULT_TEST_SEEDS,
+        help=f"retrain the best configuration with this many seeds, each tested once (default {DEFAULT_TEST_SEEDS})",
+    )
     return parser.parse_args(argv)
 
 
@@ -117,6 +131,7 @@ def _check_counts(args: argparse.Namespace) -> None:
         ("--workers", args.workers, 1),
         ("--epochs", args.epochs or 1, 1),
         ("--patience", args.patience or 1, 1),
+        ("--test-seeds", args.test_seeds, 1),
     ):
         if value < least:
             raise InputError(flag, str(value), "too small", f"use {flag} {least} or more")
@@ -149,6 +164,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         flags["patience"] = args.patience
     if args.metric:
         flags["metric"] = args.metric
+    if args.final:
+        flags["final"] = args.final
     if args.deepspeed_config:
         deepspeed_config(
             32, 1, 1.0, 0, torch.device("cpu"), args.deepspeed_config
@@ -203,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         use_gpu=args.gpu,
         concurrent=args.concurrent,
         time_budget_min=args.time_budget or space.study.time_budget_min,
+        test_seeds=args.test_seeds,
         command=[a for a in argv if a != "--resume"],
     )
     try:

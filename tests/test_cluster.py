@@ -369,7 +369,7 @@ def results_lines(output: str) -> list[str]:
 
 @pytest.mark.slow
 def test_an_interrupted_study_resumes_to_the_same_table(tmp_path):
-    common = ["--arch", "lf_dnn", "--trials", "3", "--folds", "2", "--epochs", "3", "--seed", "3"]
+    common = ["--arch", "lf_dnn", "--trials", "3", "--folds", "2", "--epochs", "3", "--seed", "3", "--test-seeds", "1"]
     first = tmp_path / "interrupted"
     first.mkdir()
     args = [*common, "--storage", str(first / "ray_results"), "--tracking-uri", f"sqlite:///{first / 'mlflow.db'}"]
@@ -481,6 +481,8 @@ def test_ray_job_submit_runs_a_study(tmp_path):
                 "--folds",
                 "2",
                 "--epochs",
+                "1",
+                "--test-seeds",
                 "1",
                 "--storage",
                 str(tmp_path / "ray_results"),

@@ -43,7 +43,7 @@ def train_and_evaluate(dataset, arch: str = "lf_lstm") -> dict[str, float]:
     }[arch]
     config = trial_config(arch, {**ONE_EPOCH, **model})
     summary = run_cross_validation(config, dataset, lambda m, s: None, WorkerContext())
-    test, _ = run_final_training(config, dataset, WorkerContext())
+    test, _, _ = run_final_training(config, dataset, WorkerContext())
     names = METRIC_SETS[dataset.metric_set]
     assert set(names) <= set(test) and all(f"mean_{n}" in summary for n in names)
     assert all(np.isfinite(test[n]) for n in names if not n.startswith("Non0"))

@@ -5,11 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ray_msa.data import load_dataset
 from ray_msa.data.synthetic import make_synthetic, write_label_csv
-from ray_msa.metrics import METRICS
+from ray_msa.metrics import METRICS, compute_metrics
+from ray_msa.statistics import t_interval
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +37,36 @@ def runs_by_role(tracking_uri: str, experiment: str) -> dict[str, list]:
 
 
 def test_study_on_embedded_mosi_records_the_tree(tmp_path):
-    done = tune("mosi", "--trials", "2", "--folds", "2", "--epochs", "1", cwd=tmp_path)
+    # half a CPU per worker: two trials, then the two seeds' retrainings, side by side on 2 cores
+    args = ("--trials", "2", "--folds", "2", "--epochs", "1", "--test-seeds", "2", "--cpus-per-worker", "0.5")
+    done = tune("mosi", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Has0_Acc2" in done.stdout and "test" in done.stdout
+    assert "Has0_Acc2" in done.stdout and "test mean ± std over 2 seeds [95% CI]" in done.stdout
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     runs = runs_by_role(uri, "ray_msa-mosi")
     assert len(runs["study"]) == 1 and len(runs["trial"]) == 2 and len(runs["fold"]) == 4
     study = runs["study"][0]
     trial_ids = {r.info.run_id for r in runs["trial"]}
     assert all(r.data.tags["mlflow.parentRunId"] == study.info.run_id for r in runs["trial"])
+    # the best configuration retrained with seeds 0 and 1, each tested once, with its predictions kept
+    seeds = sorted(runs["final"], key=lambda r: int(r.data.tags["seed"]))
+    assert [r.data.tags["seed"] for r in seeds] == ["0", "1"]
+    assert all(r.data.tags["mlflow.parentRunId"] == study.info.run_id for r in seeds)
+    test_split = load_dataset("mosi").splits["test"]
+    per_seed = []
+    for run in seeds:
+        path = MlflowClient(uri).download_artifacts(run.info.run_id, "test_predictions.csv", str(tmp_path))
+        table = pd.read_csv(path, dtype={"id": str})
+        assert list(table["id"]) == list(test_split.ids) and np.allclose(table["label"], test_split.labels)
+        recomputed = compute_metrics("mmsa", table["prediction"].to_numpy(), table["label"].to_numpy())
+        assert recomputed["MAE"] == pytest.approx(run.data.metrics["test_MAE"], abs=1e-9)
+        per_seed.append(run.data.metrics["test_MAE"])
+    assert per_seed[0] != per_seed[1]  # the seed changes the model
+    assert seeds[1].info.start_time < seeds[0].info.end_time  # side by side, not one after the other
+    mean, std, low, high = t_interval(per_seed)
+    assert study.data.metrics["test_MAE"] == pytest.approx(mean, abs=1e-12)
+    assert (study.data.metrics["test_std_MAE"], study.data.metrics["test_ci_low_MAE"]) == pytest.approx((std, low))
+    assert study.data.metrics["test_ci_high_MAE"] == pytest.approx(high, abs=1e-9)
     assert all(r.data.tags["mlflow.parentRunId"] in trial_ids for r in runs["fold"])
     for name in METRICS:
         assert f"test_{name}" in study.data.metrics and f"cv_mean_{name}" in study.data.metrics
@@ -51,13 +76,18 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
     assert study.data.tags["data_fingerprint"] and study.data.tags["mlflow.source.git.commit"]
     assert study.data.params["folds"] == "2" and "best.lr" in study.data.params
     client = MlflowClient(uri)
+    # the UI opens on training runs, shows the data in its Dataset column, and the study's Optuna plots
+    assert client.get_experiment(study.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    for run in [study, *runs["trial"]]:
+        (entry,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert (entry.dataset.name, entry.dataset.digest) == ("mosi", study.data.tags["data_fingerprint"])
+    artifacts = {a.path for a in client.list_artifacts(study.info.run_id)}
+    assert {"optuna_history.png", "optuna_importances.png", "optuna_parallel_coordinate.png"} <= artifacts
     history = client.get_metric_history(runs["fold"][0].info.run_id, "val_MAE")
     assert [m.step for m in history] == [0]
     # the final model is an MLflow model that predicts
     import mlflow.pytorch
-    import numpy as np
 
-    from ray_msa.data import load_dataset
     from ray_msa.data.text import prepare_text
     from ray_msa.train.batches import batches, in_order
 
@@ -100,7 +130,8 @@ def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
         "train: {max_epochs: 100000, patience: 100000, batch_size: 32}\n"
         "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
     )
-    done = tune("mosi", "--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space), cwd=tmp_path)
+    args = ("--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space), "--test-seeds", "1")
+    done = tune("mosi", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "time budget of 0.75 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
     runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosi")

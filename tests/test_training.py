@@ -6,12 +6,16 @@ import os
 
 import numpy as np
 import pytest
+import torch
 import torch.distributed as dist
 
 from ray_msa.data.folds import development_pool, group_folds
 from ray_msa.data.synthetic import make_synthetic
+from ray_msa.metrics import compute_metrics
+from ray_msa.models.ensemble import FoldEnsemble
 from ray_msa.search_space import trial_config
-from ray_msa.train.loop import WorkerContext, run_cross_validation, run_final_training
+from ray_msa.train.batches import batches, in_order
+from ray_msa.train.loop import WorkerContext, predict, run_cross_validation, run_final_ensemble, run_final_training
 
 SETTINGS = dict(
     folds=2,
@@ -54,7 +58,7 @@ def test_planted_signal_is_learned(planted):
     assert reports[-1]["cv_complete"] and reports[-1]["mean_MAE"] == summary["mean_MAE"]
     # ASHA sees a non-increasing objective: each fold reports its best epoch so far
     assert all(b["mean_MAE"] <= a["mean_MAE"] + 1e-12 for a, b in zip(reports, reports[1:]))
-    test, _ = run_final_training(CONFIG.with_train(final_epochs=6), planted, WorkerContext())
+    test, _, _ = run_final_training(CONFIG.with_train(final_epochs=6), planted, WorkerContext())
     test_baseline = np.abs(planted.splits["test"].labels - development_pool(planted).labels.mean()).mean()
     assert test["MAE"] < 0.6 * test_baseline
 
@@ -92,3 +96,24 @@ def test_deepspeed_engine_runs_the_same_loop(planted, tmp_path):
     assert summary["mean_MAE"] < mean_predictor_mae(planted)
     # same seed, same data, same optimizer: the engines agree closely on CPU fp32
     assert summary["mean_MAE"] == pytest.approx(ddp["mean_MAE"], rel=0.05)
+
+
+def test_the_ensemble_is_the_trials_fold_models_averaged(planted):
+    """`--final ensemble`: the same seed rebuilds the trial's fold models exactly, and the test
+    predictions are their average; `FoldEnsemble` (the logged model) predicts the same."""
+    config = CONFIG.with_train(max_epochs=3, final="ensemble")
+    reports = []
+    run_cross_validation(config, planted, lambda m, s: reports.append(m), WorkerContext())
+    test_metrics, engines, scores = run_final_ensemble(config, planted, WorkerContext())
+    pool, test = development_pool(planted), planted.splits["test"]
+    for engine, (_, val_idx), trial_value in zip(engines, group_folds(pool.video_ids, 2, 0), reports[-1]["folds_MAE"]):
+        fold_value = compute_metrics("mmsa", predict(engine, pool, val_idx, 16, WorkerContext()), pool.labels[val_idx])
+        assert fold_value["MAE"] == pytest.approx(trial_value, abs=1e-6)  # the trial's own fold model
+    members = [predict(e, test, np.arange(len(test)), 16, WorkerContext()) for e in engines]
+    assert np.allclose(scores, np.mean(members, axis=0), atol=1e-6)
+    assert not np.allclose(members[0], members[1], atol=1e-3)  # two different models were averaged
+    assert test_metrics == compute_metrics("mmsa", scores, test.labels)
+    ensemble = FoldEnsemble([e.model for e in engines]).eval()
+    with torch.no_grad():
+        logged = [ensemble(b).prediction.numpy() for b in batches(test, in_order(np.arange(len(test)), 16))]
+    assert np.allclose(np.concatenate(logged), scores, atol=1e-5)

@@ -209,7 +209,21 @@ def run_cross_validation(
     tracker: Any = None,
     run: RunContext = RunContext(),
 ) -> dict[str, float]:
-    """Train the K folds of one trial in lockstep; report once per epoch."""
+    """Train the K folds of one trial in lockstep; report once per epoch. Returns the fold summary."""
+    folds = cross_validate(trial, dataset, report, ctx, resume, tracker, run)
+    return fold_summary(folds, METRIC_SETS[dataset.metric_set])
+
+
+def cross_validate(
+    trial: TrialConfig,
+    dataset: MSADataset,
+    report: Report,
+    ctx: WorkerContext,
+    resume: dict[str, Any] | None = None,
+    tracker: Any = None,
+    run: RunContext = RunContext(),
+) -> list[Fold]:
+    """The K folds trained in lockstep, each ending with its best weights restored."""
     train = trial.train
     dataset = trial.restrict(dataset)
     pool = development_pool(dataset)
@@ -278,13 +292,14 @@ def run_cross_validation(
         report(result, state)
         if all_done:
             break
-    return fold_summary(folds, metric_names)
+    return folds
 
 
 def run_final_training(
     trial: TrialConfig, dataset: MSADataset, ctx: WorkerContext, tracker: Any = None, run: RunContext = RunContext()
-) -> tuple[dict[str, float], Engine]:
-    """Retrain on all of train+valid for `train.final_epochs` epochs, then evaluate once on test."""
+) -> tuple[dict[str, float], Engine, np.ndarray]:
+    """Retrain on all of train+valid for `train.final_epochs` epochs, then evaluate once on test:
+    (test metrics, the engine, the test predictions in the split's order)."""
     train = trial.train
     dataset = trial.restrict(dataset)
     if train.final_epochs is None:
@@ -297,10 +312,30 @@ def run_final_training(
         fit = train_epoch(engine, pool, everything, train.batch_size, [train.seed, 999, epoch], ctx)
         if ctx.is_chief:
             progress(f"[final] epoch {epoch + 1}/{train.final_epochs}: train loss {fit['train_loss']:.4f}")
-        if tracker is not None:
-            tracker.metrics(run.study_run_id, {f"final_{k}": v for k, v in fit.items()}, step=epoch)
+        if tracker is not None:  # the seed's own run, else the study's
+            tracker.metrics(run.trial_run_id or run.study_run_id, {f"final_{k}": v for k, v in fit.items()}, step=epoch)
     test = dataset.splits["test"]
-    if dataset.task == "classes" and (test.labels < 0).all():  # unlabelled test posts: the CV metrics are the result
-        return {}, engine
     scores = predict(engine, test, np.arange(len(test)), train.batch_size, ctx)
-    return compute_metrics(dataset.metric_set, scores, test.labels), engine
+    return _test_metrics(dataset, scores), engine, scores
+
+
+def run_final_ensemble(
+    trial: TrialConfig, dataset: MSADataset, ctx: WorkerContext, run: RunContext = RunContext()
+) -> tuple[dict[str, float], list[Engine], np.ndarray]:
+    """`--final ensemble`: the trial's K-fold cross-validation again (the same seed gives the same fold
+    models as the trial), then each fold's best model predicts test once and the predictions are
+    averaged: (test metrics, the fold engines, the averaged test predictions)."""
+    folds = cross_validate(trial, dataset, lambda metrics, state: None, ctx, run=run)
+    dataset = trial.restrict(dataset)
+    test = dataset.splits["test"]
+    everything = np.arange(len(test))
+    scores = np.mean([predict(f.engine, test, everything, trial.train.batch_size, ctx) for f in folds], axis=0)
+    return _test_metrics(dataset, scores), [f.engine for f in folds], scores
+
+
+def _test_metrics(dataset: MSADataset, scores: np.ndarray) -> dict[str, float]:
+    """The test split's metrics; none for unlabelled posts (the CV metrics are the result, `predict` tags them)."""
+    test = dataset.splits["test"]
+    if dataset.task == "classes" and (test.labels < 0).all():
+        return {}
+    return compute_metrics(dataset.metric_set, scores, test.labels)

@@ -22,7 +22,7 @@ import torch
 from ray_msa.data.dataset import MSADataset
 from ray_msa.data.sources import ensure_cache_on_this_node
 from ray_msa.tracking import Tracker
-from ray_msa.train.loop import WorkerContext, run_cross_validation, run_final_training
+from ray_msa.train.loop import WorkerContext, run_cross_validation, run_final_ensemble, run_final_training
 from ray_msa.trial import RunContext, TrialConfig
 
 
@@ -80,8 +80,17 @@ def cross_validate_worker(config: dict[str, Any]) -> None:
 
 
 def final_train_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker entry for the final model; reports test metrics and the weights."""
+    """Ray Train worker entry for the final model (`refit`: one model retrained on train+valid;
+    `ensemble`: the K fold models); reports test metrics and the weights."""
     trial, run, dataset, ctx, tracker = _setup(config)
-    test_metrics, engine = run_final_training(trial, dataset, ctx, tracker, run)
-    state = {"model": engine.model.state_dict()} if ctx.is_chief else None
+    if trial.train.final == "ensemble":
+        test_metrics, engines, scores = run_final_ensemble(trial, dataset, ctx, run)
+        weights = {"folds": [e.model.state_dict() for e in engines]}
+    else:
+        test_metrics, engine, scores = run_final_training(trial, dataset, ctx, tracker, run)
+        weights = {"model": engine.model.state_dict()}
+    if tracker is not None and run.trial_run_id:  # a seed's run keeps its predictions, for paired tests later
+        test = dataset.splits["test"]
+        tracker.predictions(run.trial_run_id, test.ids, test.labels, scores)
+    state = weights if ctx.is_chief else None
     _checkpoint_report({f"test_{k}": v for k, v in test_metrics.items()}, state, ctx)
