@@ -167,6 +167,8 @@ def pairwise_tests(client: MlflowClient, rows: list[dict], n_resamples: int = 99
                 test["note"] = "no test predictions (a study from before seed runs kept them)"
             elif not (np.array_equal(left[0], right[0]) and np.allclose(left[1], right[1])):
                 test["note"] = "different test samples or labels (another data version)"
+            elif (np.asarray(left[1]) < 0).all():
+                test["note"] = "unlabelled test split (MVSA's posts to tag)"
             else:
                 metric = metric_function(a["metric_set"], a["metric"])
                 test["difference"], test["p"] = paired_permutation_test(
