@@ -3,11 +3,14 @@ worker continues its run instead of creating a second one."""
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import re
 import subprocess
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +88,6 @@ class Tracker:
     def dataset_input(self, run_id: str, name: str, digest: str, source: str, context: str = "training") -> None:
         """The data as an MLflow dataset input (the UI's Dataset column): its name, the content
         fingerprint as digest and where it was read from. Logged once per run."""
-        import warnings
-
         from mlflow.data.dataset_source_registry import resolve_dataset_source  # only runs with data need it
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag
@@ -164,9 +165,6 @@ class Tracker:
     def predictions(self, run_id: str, ids: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> None:
         """`test_predictions.csv`: id, the label(s) and the prediction(s) (a score, or one logit per
         column) of every test sample, in the split's order."""
-        import csv
-        import tempfile
-
         labels, scores = np.asarray(labels).reshape(len(ids), -1), np.asarray(scores).reshape(len(ids), -1)
 
         def names(kind: str, width: int) -> list[str]:
