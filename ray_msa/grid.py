@@ -4,7 +4,7 @@ runner behind `sweep` (one or two settings varied) and any caller that compares 
 One Ray Tune `Tuner` grid-searches over the point names (no search algorithm, no scheduler:
 every point runs to its last epoch), and each Tune trial is one Ray Train run of
 `cross_validate_worker`, made by the study's own `trainer()` and fitted to the cluster by the
-study's `_plan`, so points run side by side as a study's trials would. MLflow: a parent run
+study's `plan_cluster`, so points run side by side as a study's trials would. MLflow: a parent run
 (the caller's role) in `ray_msa-<dataset>`, a child per point (role `<role>-point`, tag
 `point`, the point's resolved parameters), the fold runs under each child.
 """
@@ -23,7 +23,7 @@ from ray import tune
 from ray_msa.data.dataset import MSADataset
 from ray_msa.metrics import DEFAULT_METRIC
 from ray_msa.search_space import SpaceFile
-from ray_msa.study import TRIAL_CPU, Plan, StudySettings, _plan, trainer
+from ray_msa.study import TRIAL_CPU, Plan, StudySettings, plan_cluster, trainer
 from ray_msa.study_progress import StudyCallback, close_stopped_trial
 from ray_msa.tracking import Tracker, git_commit
 from ray_msa.train.workers import cross_validate_worker
@@ -155,7 +155,7 @@ def run_points(
     parent = tracker.start(experiment, parent_name, parent_tags)
     tracker.params(parent, {"points": len(points), "workers": workers, "metric": metric, **(params or {})})
     try:
-        settings = StudySettings(  # only what `_plan` reads: the cluster options; no space is sampled
+        settings = StudySettings(  # only what `plan_cluster` reads: the cluster options; no space is sampled
             dataset=dataset.name,
             space=SpaceFile(Path(f"<{parent_name}>"), archs[0]),
             trials=len(points),
@@ -167,7 +167,7 @@ def run_points(
             use_gpu=use_gpu,
             concurrent=concurrent,
         )
-        plan = _plan(settings)
+        plan = plan_cluster(settings)
         tracker.params(parent, {"engine": plan.engine, "use_gpu": plan.use_gpu})
         dataset_ref = [ray.put(dataset)]
         name = f"{parent_name}-{parent[:8]}"

@@ -11,6 +11,10 @@ first; MAE and Corr after clipping; Mult_acc_2 with zero counted negative
 ([-1, 0], (0, 1]); Mult_acc_3 bins [-1, -0.1], (-0.1, 0.1], (0.1, 1]; Mult_acc_5 bins at
 ±0.7 and ±0.1; F1_score is the weighted F1 of the two classes.
 
+Corr of a constant prediction (or constant labels) is undefined (0/0); it is reported as 0.0, no linear
+association, where MMSA's `np.corrcoef` gives nan: a collapsed model then reads as uncorrelated and a mean
+over folds stays a number.
+
 IEMOCAP (MulT's `eval_iemocap`): per emotion, argmax of its two logits against the
 binary label: accuracy and weighted F1; plus their means over the four emotions.
 """

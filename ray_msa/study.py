@@ -29,7 +29,7 @@ import mlflow.pytorch
 import numpy as np
 import ray
 import torch
-from optuna.samplers import TPESampler
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from ray import tune
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -82,6 +82,8 @@ class StudySettings:
     concurrent: int | None = None  # None: as many trials as the cluster's free resources hold
     time_budget_min: float | None = None  # stop starting and running trials after this long (then retrain the best)
     test_seeds: int = 1  # the best configuration retrained and tested once per seed (seed, seed + 1, ...)
+    sampler: str = "tpe"  # "tpe" (Optuna's TPE) or "random" (Optuna's random sampler)
+    pruner: str = "asha"  # "asha" stops laggards at epochs 2, 4, ...; "none" runs every trial to its end
     command: list[str] = field(default_factory=list)  # the CLI arguments, kept so --resume rebuilds the same study
     extra_params: dict[str, Any] = field(default_factory=dict)
 
@@ -298,6 +300,8 @@ def _open_study(
             "text_model": settings.text.model,
             "data_fingerprint": fingerprint,
             "space_file": str(settings.space.path),
+            "sampler": settings.sampler,
+            "pruner": settings.pruner,
             **settings.extra_params,
             **{f"space.{k}": v for k, v in settings.space.space.items()},
         },
@@ -316,7 +320,7 @@ def _open_study(
     return StudyRun(name, run_id, record, study_record(settings.storage, name))
 
 
-def _plan(settings: StudySettings) -> Plan:
+def plan_cluster(settings: StudySettings) -> Plan:
     """Start or join Ray, then fit the trials to the cluster's CPUs and GPUs."""
     if not ray.is_initialized():
         # joins the cluster of RAY_ADDRESS (a `ray job submit` job) or of `ray start`, else starts a
@@ -349,6 +353,20 @@ def _plan(settings: StudySettings) -> Plan:
     return plan
 
 
+def search_algorithms(settings: StudySettings) -> tuple[BaseSampler, ASHAScheduler | None]:
+    """The study's sampler (TPE, its first trials random; or random throughout) and its scheduler (ASHA
+    stopping laggards at epochs 2, 4, ...; or None, Tune's FIFO, every trial trained to its end)."""
+    train = settings.base.train
+    if settings.sampler == "random":
+        sampler: BaseSampler = RandomSampler(seed=train.seed)
+    else:
+        sampler = TPESampler(seed=train.seed, n_startup_trials=max(2, min(5, settings.trials // 3)))
+    if settings.pruner == "none":
+        return sampler, None
+    grace = min(2, train.max_epochs)
+    return sampler, ASHAScheduler(time_attr="epoch", max_t=train.max_epochs, grace_period=grace, reduction_factor=2)
+
+
 def _tuner(
     settings: StudySettings,
     study: StudyRun,
@@ -358,7 +376,8 @@ def _tuner(
     budget_s: float | None,
     resume: bool,
 ) -> tune.Tuner:
-    """Optuna's TPE proposes, ASHA stops laggards at epochs 2, 4, ...; a resumed study restores Tune's state."""
+    """Optuna's TPE (or random sampler) proposes, ASHA (unless `pruner` is "none") stops laggards at epochs
+    2, 4, ...; a resumed study restores Tune's state."""
     data_input = (settings.dataset, study.record["data_fingerprint"], study.record.get("data_source", settings.dataset))
     context = {
         "settings": settings,
@@ -373,9 +392,7 @@ def _tuner(
     experiment_path = Path(settings.storage) / study.name
     if resume and tune.Tuner.can_restore(str(experiment_path)):
         return tune.Tuner.restore(str(experiment_path), trainable, resume_unfinished=True, resume_errored=True)
-    base = settings.base
-    max_epochs, seed = base.train.max_epochs, base.train.seed
-    sampler = TPESampler(seed=seed, n_startup_trials=max(2, min(5, settings.trials // 3)))
+    sampler, scheduler = search_algorithms(settings)
     return tune.Tuner(
         trainable,
         param_space=settings.space.tune_space(),
@@ -386,9 +403,7 @@ def _tuner(
             max_concurrent_trials=plan.concurrent,
             time_budget_s=budget_s,
             search_alg=OptunaSearch(sampler=sampler, points_to_evaluate=list(settings.space.start) or None),
-            scheduler=ASHAScheduler(
-                time_attr="epoch", max_t=max_epochs, grace_period=min(2, max_epochs), reduction_factor=2
-            ),
+            scheduler=scheduler,
         ),
         run_config=tune.RunConfig(name=study.name, storage_path=settings.storage, callbacks=[callback], verbose=0),
     )
@@ -451,6 +466,28 @@ def _final_training(
     return per_seed, load_checkpoint_state(results[0][1])
 
 
+def final_evaluation(
+    tracker: Tracker,
+    run_id: str,
+    dataset: MSADataset,
+    trial: TrialConfig,
+    dataset_ref: list,
+    plan: Plan,
+    name: str,
+    seeds: int,
+) -> tuple[dict[str, list[float]], dict[str, float], str]:
+    """The final model (`trial.train.final`) trained and tested once per seed as `final` children of run
+    `run_id`, which gets the test summary over seeds and the logged model (the first seed's, or its fold
+    ensemble): (metric -> value per seed, metric -> mean over seeds, the model's URI)."""
+    run = RunContext(tracker.uri, run_id, None, "final", dataset_ref, plan.threads)
+    per_seed, model_state = _final_training(trial, run, plan, name, seeds, tracker)
+    summary = test_summary(per_seed)
+    tracker.metrics(run_id, {f"test_{k}": v for k, v in summary.items()})
+    tracker.metrics(run_id, {"final_seeds": seeds})
+    model_uri = _log_model(tracker, run_id, dataset, trial, model_state)
+    return per_seed, {metric: summary[metric] for metric in per_seed}, model_uri
+
+
 def test_summary(per_seed: dict[str, list[float]]) -> dict[str, float]:
     """Each test metric's mean over seeds (`<m>`), std (`std_<m>`) and 95% t-interval (`ci_low_<m>`,
     `ci_high_<m>`; nan for one seed)."""
@@ -476,7 +513,7 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         flush=True,
     )
     try:
-        plan = _plan(settings)
+        plan = plan_cluster(settings)
         tracker.params(study.run_id, {"engine": plan.engine, "use_gpu": plan.use_gpu})
         dataset_ref = [ray.put(dataset)]
         budget_s = settings.time_budget_min * 60 if settings.time_budget_min else None
@@ -498,13 +535,9 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         final = settings.space.build(
             sampled, {**settings.flags, "engine": plan.engine, "final_epochs": final_epochs}, settings.text
         )
-        run = RunContext(settings.tracking_uri, study.run_id, None, "final", dataset_ref, plan.threads)
-        per_seed, model_state = _final_training(final, run, plan, study.name, settings.test_seeds, tracker)
-        summary = test_summary(per_seed)
-        test = {name: summary[name] for name in per_seed}
-        tracker.metrics(study.run_id, {f"test_{k}": v for k, v in summary.items()})
-        tracker.metrics(study.run_id, {"final_seeds": settings.test_seeds})
-        model_uri = _log_model(tracker, study.run_id, dataset, final, model_state)
+        per_seed, test, model_uri = final_evaluation(
+            tracker, study.run_id, dataset, final, dataset_ref, plan, study.name, settings.test_seeds
+        )
         wall = time.time() - started + float(study.record.get("wall_before_s", 0.0))
         overhead, trial_wall = callback.ray_overhead()
         tracker.metrics(

@@ -145,10 +145,11 @@ class Tracker:
             self._logged.setdefault((run_id, metric.key), set()).add(step)
 
     def _already_logged(self, run_id: str, key: str, step: int) -> bool:
-        if run_id in self.created:
-            return False
-        if (run_id, key) not in self._logged:
-            self._logged[(run_id, key)] = {m.step for m in self.client.get_metric_history(run_id, key)}
+        if (run_id, key) not in self._logged:  # a run this process created has nothing logged before it
+            created = run_id in self.created
+            self._logged[(run_id, key)] = (
+                set() if created else {m.step for m in self.client.get_metric_history(run_id, key)}
+            )
         return step in self._logged[(run_id, key)]
 
     @staticmethod

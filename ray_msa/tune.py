@@ -121,6 +121,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_TEST_SEEDS,
         help=f"retrain the best configuration with this many seeds, each tested once (default {DEFAULT_TEST_SEEDS})",
     )
+    parser.add_argument(
+        "--sampler", choices=("tpe", "random"), default="tpe", help="Optuna sampler proposing trials (default tpe)"
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=("asha", "none"),
+        default="asha",
+        help="asha stops poor trials at epochs 2, 4, ...; none runs every trial to its end (default asha)",
+    )
     return parser.parse_args(argv)
 
 
@@ -221,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         concurrent=args.concurrent,
         time_budget_min=args.time_budget or space.study.time_budget_min,
         test_seeds=args.test_seeds,
+        sampler=args.sampler,
+        pruner=args.pruner,
         command=[a for a in argv if a != "--resume"],
     )
     try:

@@ -107,6 +107,39 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
     table = render(rows, "md")
     assert table.startswith("| arch | dataset |") and "| mtl | mosi | 2 |" in table
     assert render(rows, "csv").splitlines()[0].startswith("arch,dataset,folds,CV MAE")
+    # retest: the study's best configuration trained again from its record reproduces each seed's test
+    # number exactly, as a new run beside the study, which compare then shows
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    again = subprocess.run(
+        [sys.executable, "-m", "ray_msa.retest", study.info.run_id, "--test-seeds", "2", "--cpus-per-worker", "0.5"],
+        cwd=tmp_path,
+        env={**env, "RAY_MSA_STORAGE": str(tmp_path / "ray_results")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    (retest,) = [r for r in runs_by_role(uri, "ray_msa-mosi")["study"] if r.info.run_id != study.info.run_id]
+    assert retest.data.tags["retest_of"] == study.info.run_id and retest.info.status == "FINISHED"
+    assert retest.data.metrics["test_MAE"] == study.data.metrics["test_MAE"]  # same seeds, same models
+    assert retest.data.metrics["test_std_MAE"] == study.data.metrics["test_std_MAE"]
+    assert retest.data.metrics["cv_mean_MAE"] == study.data.metrics["cv_mean_MAE"]  # the study's CV, copied
+    retest_seeds = client.search_runs(
+        [study.info.experiment_id], f"tags.`mlflow.parentRunId` = '{retest.info.run_id}' and tags.role = 'final'"
+    )
+    assert sorted(r.data.tags["seed"] for r in retest_seeds) == ["0", "1"]
+    assert all("test_predictions.csv" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in retest_seeds)
+    assert [r["run_id"] for r in collect(uri, "mosi")] == [retest.info.run_id]
+    # a run that is not a finished study is refused in one line, before Ray starts
+    refused = subprocess.run(
+        [sys.executable, "-m", "ray_msa.retest", runs["fold"][0].info.run_id],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "not a finished study" in refused.stderr, refused.stderr[-2000:]
 
 
 def test_text_only_label_csv_directory(tmp_path):
