@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -409,19 +409,32 @@ def _tuner(
     )
 
 
+def best_result(results: Iterable[Any], objective: str, mode: str) -> Any:
+    """The trial whose last report has the best CV objective (lowest for "min"); a trial that reported
+    none (it failed first) or nan is never chosen; of equal ones, the earliest."""
+    scored = [r for r in results if r.metrics and math.isfinite(float(r.metrics.get(objective, math.nan)))]
+    if not scored:
+        errors = [str(r.error) for r in results if r.error]
+        raise RuntimeError(f"no trial reported {objective}; first error: {errors[0] if errors else 'none'}")
+    pick = min if mode == "min" else max
+    return pick(scored, key=lambda r: float(r.metrics[objective]))
+
+
+def refit_epochs(best_epochs: Sequence[int]) -> int:
+    """Epochs for the refit on train+valid: the mean of the folds' best epochs, rounded (half to even), >= 1."""
+    return max(1, int(round(float(np.mean(best_epochs)))))
+
+
 def _select_best(
     grid: Any, settings: StudySettings, tracker: Tracker, study: StudyRun
 ) -> tuple[dict[str, Any], dict[str, float], int]:
     """The trial with the best CV objective (validation folds only): its sampled values, its
     fold mean and std of every metric, and the refit's epochs (its folds' mean best epoch)."""
     objective = f"mean_{settings.metric}"
-    if not any(r.metrics and objective in r.metrics for r in grid):
-        errors = [str(r.error) for r in grid if r.error]
-        raise RuntimeError(f"no trial reported {objective}; first error: {errors[0] if errors else 'none'}")
-    best = grid.get_best_result(metric=objective, mode=settings.mode, scope="last")
+    best = best_result(grid, objective, settings.mode)
     sampled = dict(best.config)
     cv = {k: float(v) for k, v in best.metrics.items() if k.startswith(("mean_", "std_"))}
-    final_epochs = max(1, int(round(float(np.mean(best.metrics["best_epochs"])))))
+    final_epochs = refit_epochs(best.metrics["best_epochs"])
     tracker.params(study.run_id, {f"best.{k}": v for k, v in sampled.items()} | {"final_epochs": final_epochs})
     tracker.metrics(study.run_id, {f"cv_{k}": v for k, v in cv.items()})
     final = (

@@ -177,3 +177,34 @@ def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
         for r in runs["fold"]
         if r.data.tags["mlflow.parentRunId"] in {c.info.run_id for c in cut}
     )
+
+
+def test_the_test_labels_never_change_a_choice(tmp_path):
+    """The same study twice, the second time with the test split's labels shuffled: every choice (each
+    trial's CV, the best configuration, the refit's epoch count) is identical; only the test numbers move."""
+    data = tmp_path / "data"
+    write_label_csv(make_synthetic(sizes=(60, 20, 40)), data)
+    table = pd.read_csv(data / "label.csv")
+    test_rows = table["mode"] == "test"
+    shuffled = table.copy()
+    shuffled.loc[test_rows, "label"] = np.random.default_rng(0).permutation(table.loc[test_rows, "label"].to_numpy())
+    assert not np.array_equal(shuffled["label"], table["label"])
+    (tmp_path / "shuffled").mkdir()
+    shuffled.to_csv(tmp_path / "shuffled" / "label.csv", index=False)
+    studies = []
+    for name in ("data", "shuffled"):
+        cwd = tmp_path / f"run-{name}"
+        cwd.mkdir()
+        args = ("--arch", "lf_dnn", "--trials", "3", "--folds", "2", "--epochs", "3", "--test-seeds", "1")
+        done = tune("mosei", "--data", str(tmp_path / name), *args, "--cpus-per-worker", "0.5", cwd=cwd)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        runs = runs_by_role(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}", "ray_msa-mosei")
+        trials = sorted(runs["trial"], key=lambda r: r.info.run_name)
+        studies.append((runs["study"][0], [(r.data.params, r.data.metrics) for r in trials]))
+    (first, first_trials), (second, second_trials) = studies
+    assert first_trials == second_trials  # every trial: the same sampled values and the same CV metrics
+    chosen = {k: v for k, v in first.data.params.items() if k.startswith("best.") or k == "final_epochs"}
+    assert chosen and chosen == {k: second.data.params[k] for k in chosen}
+    cv = {k: v for k, v in first.data.metrics.items() if k.startswith("cv_")}
+    assert cv and cv == {k: second.data.metrics[k] for k in cv}
+    assert first.data.metrics["test_MAE"] != second.data.metrics["test_MAE"]  # the test labels did change
