@@ -39,7 +39,7 @@ def run_study(method: str, seed: int, args: argparse.Namespace, uri: str) -> tup
     command = [
         sys.executable, "-m", "ray_msa.tune", "mosi", "--arch", "lf_dnn", "--trials", str(args.trials),
         "--folds", str(args.folds), "--seed", str(seed), "--sampler", sampler, "--pruner", pruner,
-        "--concurrent", "1", "--test-seeds", "1", "--tracking-uri", uri,
+        "--concurrent", "1", "--cpus-per-worker", "1", "--test-seeds", "1", "--tracking-uri", uri,
     ]  # fmt: skip
     started = time.time()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -294,18 +294,28 @@ def test_study_on_a_simulated_three_node_cluster_spreads_a_trials_workers(tmp_pa
         cluster.shutdown()
 
 
+def trial_reports(storage: str) -> list[str]:
+    """The JSON lines Tune kept of the only trial of the only study in `storage`."""
+    (record,) = (Path(storage) / "ray_msa_studies").glob("*.json")
+    (results,) = (Path(storage) / record.stem).glob("*/result.json")
+    return results.read_text().splitlines()
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_frozen, monkeypatch):
-    """SIGKILL the Ray Train worker after its second epoch (of six): Ray Train starts a
-    new worker from that checkpoint, the folds finish, and MLflow holds one run per fold
-    with every epoch's metrics exactly once."""
+    """SIGKILL the Ray Train worker after its second epoch (of six): Ray Train starts a new worker,
+    which says it resumed after the last epoch the killed one reported (every epoch is checkpointed),
+    reports from the next epoch on, and reports exactly what an unkilled run of the same seed reports;
+    MLflow holds one run per fold with every epoch's metrics once, equal to the unkilled run's."""
     import ray
     from ray.util.state import list_actors
 
     from ray_msa.study import run_study
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    settings = _study_settings(tmp_path, train=dict(max_epochs=6, patience=6, checkpoint_every=1), max_failures=2)
+    train = dict(max_epochs=6, patience=6, checkpoint_every=1)
+    killed_dir, straight_dir = tmp_path / "killed", tmp_path / "straight"
+    settings = _study_settings(killed_dir, train=train, max_failures=2, test_seeds=1)
     killed: list[int] = []
 
     def kill_after_second_epoch() -> None:
@@ -323,26 +333,48 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
                     os.kill(alive[0].pid, signal.SIGKILL)
                     killed.append(alive[0].pid)
 
-    ray.init(num_cpus=2)
+    ray.init(address="local", num_cpus=2)  # its own Ray, even beside a `ray start` cluster
     try:
         watcher = threading.Thread(target=kill_after_second_epoch, daemon=True)
         watcher.start()
         result = run_study(mosi_frozen, settings)
         watcher.join(5)
+        straight_settings = _study_settings(straight_dir, train=train, test_seeds=1)
+        straight = run_study(mosi_frozen, straight_settings)
     finally:
         ray.shutdown()
     assert killed, "the worker finished before it could be killed"
-    assert "MAE" in result.test
-    folds = runs_of(settings.tracking_uri, "fold")
-    assert len(folds) == 2 and all(f.info.status == "FINISHED" for f in folds)
+    assert result.test == straight.test  # the same final model
+
+    # Tune's record of the trial's reports, by worker attempt (each worker notes when it started)
+    attempts: dict[float, list[dict]] = {}
+    for line in trial_reports(settings.storage):
+        report = json.loads(line)
+        attempts.setdefault(report["worker_started_at"], []).append(report)
+    first, second = (attempts[k] for k in sorted(attempts))
+    assert len(attempts) == 2 and [r["epoch"] for r in first] == list(range(1, len(first) + 1))
+    resumed_after = first[-1]["epoch"]  # the killed worker's last report, and its checkpoint
+    assert [r["epoch"] for r in second] == list(range(resumed_after + 1, 7))  # not from epoch 1 again
+    (trial,) = runs_of(settings.tracking_uri, "trial")
+    assert trial.data.tags["resumed_from_epoch"] == str(resumed_after)
+    unkilled = {json.loads(line)["epoch"]: json.loads(line) for line in trial_reports(straight_settings.storage)}
+    compared = ("mean_MAE", "std_MAE", "mean_Corr", "folds_MAE", "folds_Acc7", "best_epochs", "folds_done")
+    for report in first + second:  # every value the restarted trial reported, as if it had never died
+        assert {k: report[k] for k in compared} == {k: unkilled[report["epoch"]][k] for k in compared}
+
     client = MlflowClient(settings.tracking_uri)
-    for fold in folds:
+    folds = sorted(runs_of(settings.tracking_uri, "fold"), key=lambda r: r.info.run_name)
+    straight_folds = sorted(runs_of(straight_settings.tracking_uri, "fold"), key=lambda r: r.info.run_name)
+    assert len(folds) == 2 and all(f.info.status == "FINISHED" for f in folds)
+    for fold, reference in zip(folds, straight_folds):
+        assert fold.data.tags.get("resumed_from_epoch") in (None, str(resumed_after))
         for key in ("val_MAE", "train_loss"):
-            assert [m.step for m in client.get_metric_history(fold.info.run_id, key)] == list(range(6)), key
-        assert "MAE" in fold.data.metrics and fold.data.metrics["best_epoch"] >= 1
-    trial = runs_of(settings.tracking_uri, "trial")
-    assert len(trial) == 1
-    assert [m.step for m in client.get_metric_history(trial[0].info.run_id, "mean_MAE")] == list(range(6))
+            history = [(m.step, m.value) for m in client.get_metric_history(fold.info.run_id, key)]
+            assert sorted(history) == sorted(
+                (m.step, m.value) for m in client.get_metric_history(reference.info.run_id, key)
+            ), key
+            assert [step for step, _ in sorted(history)] == list(range(6)), key
+    assert [m.step for m in client.get_metric_history(trial.info.run_id, "mean_MAE")] == list(range(6))
 
 
 def tune_process(*args: str, cwd: Path) -> subprocess.Popen:

@@ -81,7 +81,8 @@ def test_a_sweep_of_two_values_records_two_points_of_k_folds(tmp_path, capsys):
     write_mult_pickle(data, "mosi", sizes=(48, 16, 16), shapes=TINY)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     plot, out = tmp_path / "lr.png", tmp_path / "lr.csv"
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")  # the caller's Ray: the sweep joins it
+    # the caller's Ray, which the sweep joins (its own even beside a `ray start` cluster)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
         code = main(
             ["mosi", "--data", str(data), "--arch", "lf_dnn", "--param", "lr", "--values", "1e-3,3e-2"]

@@ -241,6 +241,12 @@ def cross_validate(
             fold.run_id = tracker.child(run.trial_run_id, f"fold-{fold.index}", tags)
             sizes = {"fold": fold.index, "train_size": len(fold.train_idx), "val_size": len(fold.val_idx)}
             tracker.params(fold.run_id, sizes)
+    if resume and ctx.is_chief:  # a restarted worker or a resumed study says where it picked up
+        progress(f"[{run.trial_name}] resumed from its checkpoint after epoch {start_epoch}")
+        if tracker is not None:
+            resumed = {"resumed_from_epoch": str(start_epoch)}
+            for run_id in [run.trial_run_id, *(f.run_id for f in folds if not f.done)]:
+                tracker.tags(run_id, resumed)
     for epoch in range(start_epoch, train.max_epochs):
         started = time.perf_counter()
         for fold in (f for f in folds if not f.done):
