@@ -401,16 +401,32 @@ def results_lines(output: str) -> list[str]:
 
 @pytest.mark.slow
 def test_an_interrupted_study_resumes_to_the_same_table(tmp_path):
-    common = ["--arch", "lf_dnn", "--trials", "3", "--folds", "2", "--epochs", "3", "--seed", "3", "--test-seeds", "1"]
+    """SIGTERM while the second trial is in its third epoch (every epoch checkpointed, no trial stopped
+    early): the study run is KILLED while stopped; --resume continues the unfinished trial after its
+    checkpointed epoch, not from epoch 1, runs no finished trial again, ends FINISHED, and prints the table
+    an uninterrupted study prints."""
+    import re
+
+    space = tmp_path / "lf_dnn.yaml"
+    space.write_text(
+        (ROOT / "ray_msa/spaces/lf_dnn.yaml").read_text().replace("train:\n", "train:\n  checkpoint_every: 1\n")
+    )
+    common = ["--arch", "lf_dnn", "--trials", "3", "--folds", "2", "--epochs", "5", "--seed", "3", "--test-seeds", "1"]
+    common += ["--space", str(space), "--pruner", "none", "--concurrent", "1"]
     first = tmp_path / "interrupted"
     first.mkdir()
-    args = [*common, "--storage", str(first / "ray_results"), "--tracking-uri", f"sqlite:///{first / 'mlflow.db'}"]
+    uri = f"sqlite:///{first / 'mlflow.db'}"
+    args = [*common, "--storage", str(first / "ray_results"), "--tracking-uri", uri]
     process = tune_process(*args, cwd=first)
     seen: list[str] = []
+    finished: list[str] = []
     for line in process.stdout:
         seen.append(line)
-        if "finished after epoch" in line:  # one trial done, the next one running
-            process.send_signal(signal.SIGTERM)
+        if "finished after epoch" in line:
+            finished.append(line.split()[2])
+        running = re.search(r"\[trial (\w+)\] epoch (\d+)/5", line)
+        if finished and running and running.group(1) not in finished and int(running.group(2)) >= 2:
+            process.send_signal(signal.SIGTERM)  # the second trial has checkpointed epochs 1 and 2
             break
     rest = process.communicate(timeout=300)[0]
     output = "".join(seen) + rest
@@ -418,6 +434,8 @@ def test_an_interrupted_study_resumes_to_the_same_table(tmp_path):
     assert "--resume" in output
     finished = [line.split()[2] for line in output.splitlines() if "finished after epoch" in line]
     assert 1 <= len(finished) < 3
+    (stopped,) = runs_of(uri, "study")
+    assert stopped.info.status == "KILLED"  # never left RUNNING while nothing runs it
 
     resumed = subprocess.run(
         [sys.executable, "-m", "ray_msa.tune", "mosi", "--resume", "--storage", str(first / "ray_results")],
@@ -432,6 +450,11 @@ def test_an_interrupted_study_resumes_to_the_same_table(tmp_path):
         line.split()[2] for line in resumed.stdout.splitlines() if line.startswith("== trial") and "started" in line
     ]
     assert not set(finished) & set(restarted), (finished, restarted)  # finished trials are not run again
+    picked_up = re.findall(r"\[trial (\w+)\] resumed from its checkpoint after epoch (\d+)", resumed.stdout)
+    assert picked_up and all(int(epoch) >= 1 for _, epoch in picked_up), resumed.stdout[-3000:]
+    for trial_id, epoch in picked_up:  # its first epoch after the resume is the one after its checkpoint
+        epochs = re.findall(rf"\[trial {trial_id}\] epoch (\d+)/5", resumed.stdout)
+        assert epochs and int(epochs[0]) == int(epoch) + 1, (trial_id, epoch, epochs)
 
     second = tmp_path / "straight"
     second.mkdir()
@@ -456,11 +479,12 @@ def test_an_interrupted_study_resumes_to_the_same_table(tmp_path):
     assert straight.returncode == 0, straight.stdout[-3000:]
     assert results_lines(resumed.stdout) == results_lines(straight.stdout)
 
-    uri = f"sqlite:///{first / 'mlflow.db'}"
     studies, trials = runs_of(uri, "study"), runs_of(uri, "trial")
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"  # the resumed study continued its own run
     assert len(trials) == 3 and all(t.info.status == "FINISHED" for t in trials)
     assert len(runs_of(uri, "fold")) == 6
+    resumed_trials = {t.data.tags.get("resumed_from_epoch") for t in trials} - {None}
+    assert resumed_trials == {epoch for _, epoch in picked_up}
 
 
 @pytest.mark.slow
@@ -473,7 +497,9 @@ def test_ray_job_submit_runs_a_study(tmp_path):
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    started = subprocess.run(
+    # --block: the head lives as long as this process, and ending it stops this cluster alone (`ray stop`
+    # would stop every Ray on the machine, a user's included)
+    head = subprocess.Popen(
         [
             *RAY,
             "start",
@@ -483,13 +509,16 @@ def test_ray_job_submit_runs_a_study(tmp_path):
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
             "--disable-usage-stats",
+            "--block",
         ],
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    assert started.returncode == 0, started.stdout + started.stderr
+    deadline = time.time() + 180
+    while not listening_addresses(dashboard) and time.time() < deadline and head.poll() is None:
+        time.sleep(0.5)
+    assert head.poll() is None, "ray start --head ended early"
     try:
         assert listening_addresses(dashboard) == {"127.0.0.1"}
         job = subprocess.run(
@@ -540,4 +569,5 @@ def test_ray_job_submit_runs_a_study(tmp_path):
         params = json.dumps([r.data.params for r in runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "trial")])
         assert token.read_text() not in params
     finally:
-        subprocess.run([*RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        head.send_signal(signal.SIGINT)  # `ray start --block` exits and stops the processes it started
+        head.wait(timeout=120)

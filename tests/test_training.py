@@ -94,8 +94,8 @@ def test_deepspeed_engine_runs_the_same_loop(planted, tmp_path):
         dist.destroy_process_group()
     assert len(reports) == 4
     assert summary["mean_MAE"] < mean_predictor_mae(planted)
-    # same seed, same data, same optimizer: the engines agree closely on CPU fp32
-    assert summary["mean_MAE"] == pytest.approx(ddp["mean_MAE"], rel=0.05)
+    # same seed, same data, same optimizer: the engines agree on CPU fp32 up to summation order
+    assert summary["mean_MAE"] == pytest.approx(ddp["mean_MAE"], rel=1e-4)
 
 
 def test_the_ensemble_is_the_trials_fold_models_averaged(planted):

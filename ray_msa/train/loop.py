@@ -120,7 +120,7 @@ def train_epoch(
     return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: ZeRO-3 gathers parameters here, and training must reuse them
 def predict_with_extras(
     engine: Engine, split: Split, index: np.ndarray, batch_size: int, ctx: WorkerContext
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
