@@ -16,9 +16,11 @@ SHARED = ROOT.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def shared_mosi() -> Path:
+    """The full real CMU-MOSI files beside the checkout (not on a user's machine): only for the tests that
+    compare with them; the readers' tests use tests/data/mosi_sample or the embedded copy, which are always there."""
     path = SHARED / "mosi"
     if not (path / "label.csv").is_file():
-        pytest.skip(f"real CMU-MOSI files not found at {path}")
+        pytest.skip(f"compares with the full real CMU-MOSI files, which are not at {path} (developers' ../shared)")
     return path
 
 

@@ -13,6 +13,7 @@ from ray_msa.data.csd import ComputationalSequence, align, read_csd, segments_fr
 from ray_msa.errors import InputError
 
 LABELS_CSD = "CMU_MOSI_Opinion_Labels.csd"
+MOSI_SAMPLE = Path(__file__).parent / "data" / "mosi_sample"  # a committed slice of the real files
 
 
 def _seq(**overrides) -> ComputationalSequence:
@@ -46,24 +47,39 @@ def _assert_same(got: ComputationalSequence, want: ComputationalSequence) -> Non
 # 1. The real labels file ------------------------------------------------------------------
 
 
-def test_real_labels_file_reads_and_clip_ids_match_label_csv(shared_mosi: Path) -> None:
-    seq = read_csd(shared_mosi / LABELS_CSD)
+def test_real_labels_file_reads_and_clip_ids_match_label_csv() -> None:
+    """The committed slice of the real file (five videos, two of them stored out of time order)."""
+    seq = read_csd(MOSI_SAMPLE / LABELS_CSD)
     assert seq.name == "Opinion Segment Labels"
-    assert len(seq.data) == 93
-    assert sum(len(feats) for feats, _ in seq.data.values()) == 2199
+    assert sorted(seq.data) == sorted(["03bSnISJMiM", "VbQk4H8hgr0", "ZAIRrfG22O0", "d6hH302o4v8", "nbWiPyCm4g0"])
+    assert sum(len(feats) for feats, _ in seq.data.values()) == 130
     assert {feats.shape[1] for feats, _ in seq.data.values()} == {1}
     assert seq.metadata["dataset name"] == "CMU-MOSI" and seq.metadata["dimension names"] == ["sentiment score"]
 
     segments = segments_from_labels(seq)
-    assert list(segments.columns) == ["video_id", "clip_id", "start", "end", "label"] and len(segments) == 2199
-    labels = pd.read_csv(shared_mosi / "label.csv", dtype={"video_id": str, "clip_id": str})
+    assert list(segments.columns) == ["video_id", "clip_id", "start", "end", "label"] and len(segments) == 130
+    labels = pd.read_csv(MOSI_SAMPLE / "label.csv", dtype={"video_id": str, "clip_id": str})
     joined = labels.merge(segments, on=["video_id", "clip_id"], suffixes=("", "_csd"))
-    assert len(labels) == len(joined) == 2195
+    assert len(labels) == len(joined) == 130
     np.testing.assert_allclose(joined["label_csd"], joined["label"], atol=1e-4)
+    assert joined.loc[joined["clip_id"] == "1", "label"].iloc[0] == pytest.approx(2.4)  # 03bSnISJMiM's first
     # Ranking by start time instead disagrees: two videos store rows out of time order.
     by_start = labels.merge(segments_from_labels(seq, order="start"), on=["video_id", "clip_id"], suffixes=("", "_csd"))
     wrong = by_start[(by_start["label_csd"] - by_start["label"]).abs() > 1e-4]
     assert set(wrong["video_id"]) == {"VbQk4H8hgr0", "d6hH302o4v8"}
+
+
+def test_the_whole_real_labels_file_matches_label_csv(shared_mosi: Path) -> None:
+    seq = read_csd(shared_mosi / LABELS_CSD)
+    assert len(seq.data) == 93 and sum(len(feats) for feats, _ in seq.data.values()) == 2199
+    labels = pd.read_csv(shared_mosi / "label.csv", dtype={"video_id": str, "clip_id": str})
+    joined = labels.merge(segments_from_labels(seq), on=["video_id", "clip_id"], suffixes=("", "_csd"))
+    assert len(labels) == len(joined) == 2195
+    np.testing.assert_allclose(joined["label_csd"], joined["label"], atol=1e-4)
+    for video in ("03bSnISJMiM", "VbQk4H8hgr0", "d6hH302o4v8"):  # the committed slice is the real file's
+        sample = read_csd(MOSI_SAMPLE / LABELS_CSD).data[video]
+        np.testing.assert_array_equal(sample[0], seq.data[video][0])
+        np.testing.assert_array_equal(sample[1], seq.data[video][1])
 
 
 # 2. Round trips ---------------------------------------------------------------------------
@@ -80,10 +96,10 @@ def test_write_read_round_trip_is_exact(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.csd"]  # no temp file left behind
 
 
-def test_real_file_content_round_trips(shared_mosi: Path, tmp_path: Path) -> None:
-    seq = read_csd(shared_mosi / LABELS_CSD)
+def test_real_file_content_round_trips(tmp_path: Path) -> None:
+    seq = read_csd(MOSI_SAMPLE / LABELS_CSD)
     _assert_same(read_csd(write_csd(tmp_path / "copy.csd", seq)), seq)
-    with h5py.File(shared_mosi / LABELS_CSD, "r") as original, h5py.File(tmp_path / "copy.csd", "r") as copy:
+    with h5py.File(MOSI_SAMPLE / LABELS_CSD, "r") as original, h5py.File(tmp_path / "copy.csd", "r") as copy:
         for key, dataset in original["Opinion Segment Labels/metadata"].items():
             assert copy[f"Opinion Segment Labels/metadata/{key}"].shape == dataset.shape == (1,)
 
@@ -252,8 +268,8 @@ def test_metadata_that_is_not_json_reads_as_the_raw_string(tmp_path: Path) -> No
     assert read_csd(path).metadata == {"md5": None, "note": "not {json"}
 
 
-def test_corrupted_bytes_never_escape_as_another_exception(shared_mosi: Path, tmp_path: Path) -> None:
-    whole = (shared_mosi / LABELS_CSD).read_bytes()
+def test_corrupted_bytes_never_escape_as_another_exception(tmp_path: Path) -> None:
+    whole = (MOSI_SAMPLE / LABELS_CSD).read_bytes()
     rng = np.random.default_rng(0)
     path = tmp_path / "corrupt.csd"
     for offset in range(0, len(whole), len(whole) // 24):
@@ -287,9 +303,9 @@ def test_missing_text_and_truncated_files_raise_input_error(tmp_path: Path) -> N
         assert err.value.field == "file" and str(path) in str(err.value)
 
 
-def test_truncated_real_file_raises_input_error(shared_mosi: Path, tmp_path: Path) -> None:
+def test_truncated_real_file_raises_input_error(tmp_path: Path) -> None:
     half = tmp_path / "half.csd"
-    whole = (shared_mosi / LABELS_CSD).read_bytes()
+    whole = (MOSI_SAMPLE / LABELS_CSD).read_bytes()
     half.write_bytes(whole[: len(whole) // 2])
     with pytest.raises(InputError, match="truncated") as err:
         read_csd(half)

@@ -18,8 +18,8 @@ GOOD = (
 )
 
 
-def test_real_mosi_labels_and_features(shared_mosi):
-    ds = load_mmsa_csv_dir(shared_mosi, "mosi")
+def test_real_mosi_labels_and_features():
+    ds = load_mmsa_csv_dir(EMBEDDED / "mosi", "mosi")  # the real files, shipped in the package
     assert {s: len(ds.splits[s]) for s in ("train", "valid", "test")} == {"train": 1281, "valid": 229, "test": 685}
     assert ds.modalities == ("text", "audio", "vision")
     assert ds.feature_dims() == {"text": 0, "audio": 73, "vision": 100}
