@@ -32,13 +32,8 @@ MODEL_INPUTS = (
 )
 
 
-def shard(index: np.ndarray, rank: int, world: int, pad: bool) -> np.ndarray:
-    """This worker's part of `index`. With pad=True every worker gets the same count
-    (the tail repeats from the start), so DDP workers run the same number of steps."""
-    if world == 1:
-        return index
-    if pad and len(index) % world:
-        index = np.concatenate([index, index[: world - len(index) % world]])
+def shard(index: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """This worker's part of `index` (every world-th, from its rank)."""
     return index[rank::world]
 
 

@@ -98,19 +98,24 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 def train_epoch(
     engine: Engine, split: Split, index: np.ndarray, batch_size: int, seed: list[int], ctx: WorkerContext
 ) -> dict[str, float]:
-    """One pass over this worker's shard of `index`, in a seeded order."""
+    """One pass over `index` in a seeded order: the global batches are the same for any number of workers,
+    and each worker trains on its share of every batch, its loss weighted by that share, so the gradient
+    the workers average is the whole batch's (W workers at batch B train as one worker at batch B)."""
     engine.train(True)
     rng = np.random.default_rng(seed)
     torch.manual_seed(int(rng.integers(2**31)))  # dropout too depends only on (seed, fold, epoch): resumes are exact
-    local = shard(rng.permutation(index), ctx.rank, ctx.world, pad=True)
-    groups = length_bucketed(local, sequence_lengths(split), max(1, batch_size // ctx.world), rng)
+    groups = length_bucketed(rng.permutation(index), sequence_lengths(split), batch_size, rng)
+    shares = [shard(group, ctx.rank, ctx.world) for group in groups]
+    weights = [len(share) * ctx.world / len(group) for share, group in zip(shares, groups)]
+    # a batch smaller than the world leaves some workers nothing: they step on one sample weighted 0
+    local = [share if len(share) else group[:1] for share, group in zip(shares, groups)]
     sums: dict[str, float] = {}
     steps = 0
-    for batch in batches(split, groups, engine.model.inputs()):
+    for batch, weight in zip(batches(split, local, engine.model.inputs()), weights):
         batch = to_device(batch, ctx.device)
         output = engine.forward(batch)
         loss, parts = engine.model.loss(output, batch)
-        engine.backward(loss)
+        engine.backward(loss if weight == 1.0 else loss * weight)
         parts.update(engine.model.after_backward(output, batch, engine.full_grad))
         engine.step()
         parts["loss"] = float(loss.detach())
@@ -125,14 +130,20 @@ def predict_with_extras(
     engine: Engine, split: Split, index: np.ndarray, batch_size: int, ctx: WorkerContext
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Predicted scores for `index` and the model's per-sample extras (auxiliary task outputs,
-    attention weights), computed in shards and gathered on every worker."""
+    attention weights), computed in batches shared out over the workers and gathered on every worker.
+    The batches (sorted by length) are the same for any number of workers, so every sample's prediction
+    is too, bit for bit; every worker runs as many forward passes (ZeRO 3 gathers parameters in each)."""
     engine.train(False)
-    positions = shard(np.arange(len(index)), ctx.rank, ctx.world, pad=False)
-    positions = positions[np.argsort(sequence_lengths(split)[index[positions]], kind="stable")]
-    groups = in_order(index[positions], batch_size)
+    groups = in_order(np.argsort(sequence_lengths(split)[index], kind="stable"), batch_size)  # positions in index
+    mine = groups[ctx.rank :: ctx.world]
+    rounds = -(-len(groups) // ctx.world)
+    padded = mine + groups[:1] * (rounds - len(mine))  # a worker with fewer batches repeats one, unused
+    positions = np.concatenate(mine) if mine else np.zeros(0, np.int64)
     scores, extras = [], {}
-    for b in batches(split, groups, engine.model.inputs()):
+    for k, b in enumerate(batches(split, [index[g] for g in padded], engine.model.inputs())):
         output = engine.predict(to_device(b, ctx.device))
+        if k >= len(mine):
+            continue
         scores.append(output.prediction.float().cpu().numpy())
         for k, v in output.extras.items():
             if v.dim() >= 1 and v.size(0) == len(scores[-1]):

@@ -1,5 +1,6 @@
-"""DeepSpeed ZeRO 1, 2 and 3 on CPU (gloo, two workers) against ZeRO 0 and the DDP engine: the same
-per-epoch losses and B-fusion gradients, and the best-weights snapshot restored under ZeRO 3."""
+"""Data-parallel workers (gloo on CPU, two processes) against one: two workers predict exactly what one
+predicts and train at global batch B as one worker at batch B; DeepSpeed ZeRO 1, 2 and 3 train as ZeRO 0
+and the DDP engine (per-epoch losses, B-fusion gradients) and restore the best weights under ZeRO 3."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ray_msa.data.synthetic import make_synthetic
 from ray_msa.metrics import compute_metrics
 from ray_msa.search_space import trial_config
 from ray_msa.train.engine import DEEPSPEED_CONFIG
-from ray_msa.train.loop import WorkerContext, cross_validate, predict
+from ray_msa.train.loop import WorkerContext, cross_validate, new_engine, predict
 
 pytestmark = pytest.mark.slow
 ENGINES = {"ddp": ("ddp", 0), **{f"zero{s}": ("deepspeed", s) for s in range(4)}}
@@ -26,12 +27,51 @@ ENGINES = {"ddp": ("ddp", 0), **{f"zero{s}": ("deepspeed", s) for s in range(4)}
 SETTINGS = dict(hidden=16, post_fusion=16, balance=True, folds=2, seed=0, patience=4, batch_size=16, grad_clip=1.0)
 
 
-def _workers(rank: int, port: int, out: str, template: str) -> None:
+def _join(rank: int, port: int) -> WorkerContext:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank))
     os.environ.update(WORLD_SIZE="2", DS_ACCELERATOR="cpu")
     dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.set_num_threads(1)
-    ctx = WorkerContext(rank, 2)
+    return WorkerContext(rank, 2)
+
+
+PLAIN = trial_config("lf_dnn", {**SETTINGS, "balance": False, "dropout": 0.0, "lr": 2e-3, "max_epochs": 1})
+
+
+def _plain_run(ctx: WorkerContext) -> dict[str, list]:
+    """Untrained predictions of a seeded model, then each fold's predictions after one epoch (batch 16,
+    no dropout: nothing random differs between one worker and two)."""
+    # fold train sizes 16k + 13 and 16k + 1: last batches of 13 (shared 7 + 6) and of 1 (one worker has none)
+    data = make_synthetic(sizes=(160, 30, 30), seed=2)
+    pool = development_pool(data)
+    everything = np.arange(len(pool))
+    fresh = new_engine(PLAIN, data, pool, everything, 7, ctx)
+    folds = cross_validate(PLAIN, data, lambda m, s: None, ctx)
+    return {
+        "untrained": predict(fresh, pool, everything, 16, ctx).tolist(),
+        "trained": [predict(fold.engine, pool, everything, 16, ctx).tolist() for fold in folds],
+    }
+
+
+def _two_plain_workers(rank: int, port: int, out: str) -> None:
+    results = _plain_run(_join(rank, port))
+    if rank == 0:
+        Path(out).write_text(json.dumps(results))
+    dist.destroy_process_group()
+
+
+def test_two_workers_predict_exactly_as_one_and_train_as_one_at_the_same_global_batch(tmp_path):
+    out = tmp_path / "two.json"
+    mp.spawn(_two_plain_workers, args=(29640, str(out)), nprocs=2)
+    two, one = json.loads(out.read_text()), _plain_run(WorkerContext())
+    np.testing.assert_array_equal(two["untrained"], one["untrained"])  # shard, predict, gather: nothing changes
+    assert not np.array_equal(one["trained"][0], one["untrained"])
+    for fold_two, fold_one in zip(two["trained"], one["trained"]):  # the same steps; sums in another order
+        np.testing.assert_allclose(fold_two, fold_one, rtol=0, atol=1e-5)
+
+
+def _workers(rank: int, port: int, out: str, template: str) -> None:
+    ctx = _join(rank, port)
     data = make_synthetic(sizes=(160, 40, 40), seed=1)
     results: dict = {}
     for name, (engine, stage) in ENGINES.items():
