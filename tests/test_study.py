@@ -200,7 +200,7 @@ def test_the_test_labels_never_change_a_choice(tmp_path):
         done = tune("mosei", "--data", str(tmp_path / name), *args, "--cpus-per-worker", "0.5", cwd=cwd)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         runs = runs_by_role(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}", "ray_msa-mosei")
-        trials = sorted(runs["trial"], key=lambda r: r.info.run_name)
+        trials = sorted(runs["trial"], key=lambda r: r.info.start_time)  # one at a time: the order they ran
         studies.append((runs["study"][0], [(r.data.params, r.data.metrics) for r in trials]))
     (first, first_trials), (second, second_trials) = studies
     assert first_trials == second_trials  # every trial: the same sampled values and the same CV metrics
