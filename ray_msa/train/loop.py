@@ -140,9 +140,9 @@ def predict_with_extras(
     padded = mine + groups[:1] * (rounds - len(mine))  # a worker with fewer batches repeats one, unused
     positions = np.concatenate(mine) if mine else np.zeros(0, np.int64)
     scores, extras = [], {}
-    for k, b in enumerate(batches(split, [index[g] for g in padded], engine.model.inputs())):
+    for round_, b in enumerate(batches(split, [index[g] for g in padded], engine.model.inputs())):
         output = engine.predict(to_device(b, ctx.device))
-        if k >= len(mine):
+        if round_ >= len(mine):
             continue
         scores.append(output.prediction.float().cpu().numpy())
         for k, v in output.extras.items():
