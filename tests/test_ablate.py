@@ -88,7 +88,7 @@ def test_ablation_table_compares_each_variant_with_the_reference():
     assert table[1].split(",")[-2:] == ["-", "-"]
 
 
-def test_ablate_mosi_mtl_runs_end_to_end_on_ray(tmp_path, capsys):
+def test_ablate_mosi_mtl_runs_end_to_end_on_ray(tmp_path, capsys, ray_cluster):
     from ray_msa.ablate import main as ablate
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -106,7 +106,7 @@ def test_ablate_mosi_mtl_runs_end_to_end_on_ray(tmp_path, capsys):
     import ray
 
     assert ablate(argv) == 0
-    assert not ray.is_initialized()  # the Ray it started is stopped: a second local Ray would break the first
+    assert not ray.is_initialized()  # it let go of the Ray it joined
     out = capsys.readouterr().out
     rows = [line.split("|")[1].strip() for line in (tmp_path / "t.md").read_text().splitlines()[2:]]
     assert rows == ["full", "T+A", "no_polarity"] and "| ΔMAE vs full |" in out

@@ -9,10 +9,8 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import RAY, free_port, listening_addresses, stop_head
 from mlflow.tracking import MlflowClient
 
 from ray_msa.errors import InputError
@@ -28,11 +27,11 @@ from ray_msa.tracking import Tracker
 from ray_msa.train.engine import deepspeed_config
 
 ROOT = Path(__file__).resolve().parents[1]
-RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command of this interpreter, wherever PATH points
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+    """This process's environment (with the test run's RAY_ADDRESS) less the tracking URI MLflow exports."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return {**env, **extra}
 
 
@@ -121,23 +120,6 @@ def test_resources_fill_the_cluster():
 
 
 # ---- MLflow server bindings and concurrent writers ----------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening_addresses(port: int) -> set[str]:
-    """Local addresses with a socket listening on `port` (from /proc/net/tcp)."""
-    found = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        address, hex_port = local.split(":")
-        if state == "0A" and int(hex_port, 16) == port:
-            found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
-    return found
 
 
 @pytest.mark.slow
@@ -303,7 +285,7 @@ def trial_reports(storage: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_frozen, monkeypatch):
+def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_frozen, ray_cluster):
     """SIGKILL the Ray Train worker after its second epoch (of twenty): Ray Train starts a new worker,
     which says it resumed after the last epoch the killed one reported (every epoch is checkpointed),
     reports from the next epoch on, and reports exactly what an unkilled run of the same seed reports;
@@ -313,7 +295,6 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
 
     from ray_msa.study import run_study
 
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     train = dict(max_epochs=20, patience=20, checkpoint_every=1)
     killed_dir, straight_dir = tmp_path / "killed", tmp_path / "straight"
     settings = _study_settings(killed_dir, train=train, max_failures=2, test_seeds=1)
@@ -334,7 +315,7 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
                     os.kill(alive[0].pid, signal.SIGKILL)
                     killed.append(alive[0].pid)
 
-    ray.init(address="local", num_cpus=2)  # its own Ray, even beside a `ray start` cluster
+    ray.init(logging_level="WARNING")  # the test run's cluster: this test's are its only workers
     try:
         watcher = threading.Thread(target=kill_after_second_epoch, daemon=True)
         watcher.start()
@@ -400,7 +381,7 @@ def results_lines(output: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_an_interrupted_study_resumes_to_the_same_table(tmp_path):
+def test_an_interrupted_study_resumes_to_the_same_table(tmp_path, ray_cluster):
     """SIGTERM while the second trial is in its third epoch (every epoch checkpointed, no trial stopped
     early): the study run is KILLED while stopped; --resume continues the unfinished trial after its
     checkpointed epoch, not from epoch 1, runs no finished trial again, ends FINISHED, and prints the table
@@ -489,7 +470,9 @@ def test_an_interrupted_study_resumes_to_the_same_table(tmp_path):
 
 @pytest.mark.slow
 def test_ray_job_submit_runs_a_study(tmp_path):
-    """`ray start --head` then `ray job submit --working-dir . -- python -m ray_msa.tune mosi`."""
+    """`ray start --head` with token authentication (a head of its own: the test run's cluster has none) then
+    `ray job submit --working-dir . -- python -m ray_msa.tune mosi`; the dashboard binds loopback only and
+    refuses a wrong token."""
     import secrets
 
     port, dashboard = free_port(), free_port()
@@ -497,8 +480,8 @@ def test_ray_job_submit_runs_a_study(tmp_path):
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    # --block: the head lives as long as this process, and ending it stops this cluster alone (`ray stop`
-    # would stop every Ray on the machine, a user's included)
+    env.pop("RAY_ADDRESS", None)  # the job reaches its cluster through the dashboard alone
+    # --block: the head lives as long as this process, and ending it stops this cluster alone
     head = subprocess.Popen(
         [
             *RAY,
@@ -560,7 +543,7 @@ def test_ray_job_submit_runs_a_study(tmp_path):
         assert len(runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "fold")) == 2
         stranger = subprocess.run(
             [*RAY, "job", "list", "--address", f"http://127.0.0.1:{dashboard}"],
-            env=clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="wrong"),
+            env={**env, "RAY_AUTH_TOKEN": "wrong"},
             capture_output=True,
             text=True,
             timeout=120,
@@ -569,9 +552,4 @@ def test_ray_job_submit_runs_a_study(tmp_path):
         params = json.dumps([r.data.params for r in runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "trial")])
         assert token.read_text() not in params
     finally:
-        head.send_signal(signal.SIGINT)  # `ray start --block` exits and stops the processes it started
-        head.wait(timeout=120)
-        # ...but leaves its address as the machine's "current cluster", which a later ray.init() would join
-        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
-            current.unlink()
+        stop_head(head, port)

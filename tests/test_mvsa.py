@@ -284,7 +284,7 @@ def test_mvsa_dataset_is_stratified_and_cached(small_mvsa, tmp_path):
 
 
 @pytest.mark.slow
-def test_tune_then_predict_the_unlabelled_posts(small_mvsa, tmp_path):
+def test_tune_then_predict_the_unlabelled_posts(small_mvsa, tmp_path, ray_cluster):
     import os
     import subprocess
     import sys
@@ -371,7 +371,7 @@ def test_predict_refuses_a_model_of_another_task(small_mvsa, tmp_path, capsys):
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_ablation_prints_image_text_image_and_text(small_mvsa, tmp_path, capsys, monkeypatch):
+def test_ablation_prints_image_text_image_and_text(small_mvsa, tmp_path, capsys, monkeypatch, ray_cluster):
     from ray_msa.ablate import main as ablate
 
     monkeypatch.setenv("RAY_MSA_CACHE", str(tmp_path / "cache"))
@@ -433,7 +433,7 @@ def test_results_table_says_an_unlabelled_test_split_has_no_labels():
     assert "0.7100" in labelled and "no labels" not in labelled
 
 
-def test_ablate_uses_the_text_model_the_study_was_tuned_with(small_mvsa, tmp_path, monkeypatch, capsys):
+def test_ablate_uses_the_text_model_the_study_was_tuned_with(small_mvsa, tmp_path, monkeypatch, capsys, ray_cluster):
     """A study tuned with --text-model X records X in its resolved configuration; ablate reads it
     back and loads X for every tokenizer and encoder, never the bundled MiniLM."""
     import mlflow

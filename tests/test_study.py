@@ -15,7 +15,7 @@ from ray_msa.data.synthetic import make_synthetic, write_label_csv
 from ray_msa.metrics import METRICS, compute_metrics
 from ray_msa.statistics import t_interval
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # studies join the run's cluster
 
 
 def tune(*args: str, cwd: Path) -> subprocess.CompletedProcess:

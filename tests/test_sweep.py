@@ -76,13 +76,12 @@ def test_plots_heat_map_for_two_settings_and_log_or_categorical_axes_for_one(tmp
 
 
 @pytest.mark.slow
-def test_a_sweep_of_two_values_records_two_points_of_k_folds(tmp_path, capsys):
+def test_a_sweep_of_two_values_records_two_points_of_k_folds(tmp_path, capsys, ray_cluster):
     data = tmp_path / "mosi"
     write_mult_pickle(data, "mosi", sizes=(48, 16, 16), shapes=TINY)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     plot, out = tmp_path / "lr.png", tmp_path / "lr.csv"
-    # the caller's Ray, which the sweep joins (its own even beside a `ray start` cluster)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(logging_level="WARNING")  # the caller's Ray (the test run's cluster), which the sweep joins
     try:
         code = main(
             ["mosi", "--data", str(data), "--arch", "lf_dnn", "--param", "lr", "--values", "1e-3,3e-2"]
