@@ -169,10 +169,42 @@ def plan_resources(
     return per_worker, threads, concurrent
 
 
-def _sigterm_as_sigint(signum, frame) -> None:
-    """`kill`, a scheduler's preemption or `ray job stop` send SIGTERM: stop as on Ctrl+C, so
-    Tune saves its state and the study can be resumed."""
-    signal.raise_signal(signal.SIGINT)
+class StopRequest:
+    """SIGINT (Ctrl+C) and SIGTERM (`kill`, a scheduler's preemption, `ray job stop`) while Tune runs ask Tune
+    to end the run and save its state (through SIGUSR1, which Tune listens on), and the study remembers it was
+    stopped: a stop while no trial is mid-run (one waiting for resources) leaves Tune reporting every trial
+    as ended, and the study must not go on to its final training as if tuning were done. A second signal, or
+    one outside tuning, stops at once (KeyboardInterrupt)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.tuning = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.tuning and not self.requested and callable(signal.getsignal(signal.SIGUSR1)):
+            self.requested = True
+            signal.raise_signal(signal.SIGUSR1)
+            return
+        raise KeyboardInterrupt
+
+    def fit(self, tuner: tune.Tuner) -> tune.ResultGrid:
+        """`tuner.fit()` with Tune's own SIGINT handler off (this one decides) and its SIGUSR1 one on."""
+        saved = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        self.requested, self.tuning = False, True
+        try:
+            return tuner.fit()
+        finally:
+            self.tuning = False
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGUSR1, signal.SIG_DFL)  # Tune leaves its handler of the finished run
+            if saved is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved
+
+
+STOP = StopRequest()
 
 
 def choose_devices(cluster_gpus: float, use_gpu: bool | None, engine: str | None) -> tuple[bool, str]:
@@ -327,7 +359,8 @@ def plan_cluster(settings: StudySettings) -> Plan:
         # local one whose dashboard (which serves the State API Ray Train uses) binds 127.0.0.1
         ray.init(log_to_driver=True, logging_level="WARNING")
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _sigterm_as_sigint)  # after ray.init, which installs its own (abort) handler
+        signal.signal(signal.SIGTERM, STOP)  # after ray.init, which installs its own (abort) handler
+        signal.signal(signal.SIGINT, STOP)
     resources = ray.cluster_resources()
     total_cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     use_gpu, engine = choose_devices(gpus, settings.use_gpu, settings.engine)
@@ -532,10 +565,11 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         budget_s = settings.time_budget_min * 60 if settings.time_budget_min else None
         deadline = time.time() + budget_s if budget_s else None
         callback = StudyCallback(tracker, settings.metric, settings.trials, deadline)
-        grid = _tuner(settings, study, plan, dataset_ref, callback, budget_s, resume is not None).fit()
+        grid = STOP.fit(_tuner(settings, study, plan, dataset_ref, callback, budget_s, resume is not None))
         out_of_time = deadline is not None and time.time() >= deadline - 1
-        if not out_of_time and (grid.num_terminated + grid.num_errors < len(grid) or len(grid) < settings.trials):
-            raise StudyInterrupted(study.name)  # Tune stopped on SIGINT with trials unfinished; its state is saved
+        unfinished = grid.num_terminated + grid.num_errors < len(grid) or len(grid) < settings.trials
+        if STOP.requested or (not out_of_time and unfinished):
+            raise StudyInterrupted(study.name)  # Tune stopped on a signal; its state is saved
         if out_of_time:
             cut = close_cut_trials(tracker, study.run_id)
             print(

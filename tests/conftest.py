@@ -26,6 +26,10 @@ _TOKEN = Path(tempfile.mkdtemp(prefix="ray_msa_tests_")) / "auth_token"
 _TOKEN.write_text(secrets.token_hex(32))
 _TOKEN.chmod(0o600)
 os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(_TOKEN))
+# Every Ray Train run starts a preemption watcher (one more actor process) that only acts when a cloud node is
+# drained, which no test does; and the controller polls its workers every 0.5 s instead of 2 s.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 atexit.register(shutil.rmtree, _TOKEN.parent, True)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,9 +96,14 @@ def ray_cluster(tmp_path_factory) -> Iterator[str]:
     port, dashboard = free_port(), free_port()
     # the raylet's environment is every worker's: the session's text cache, never the user's home
     env = {**os.environ, "RAY_MSA_CACHE": str(tmp_path_factory.getbasetemp() / "cache")}
-    env.pop("RAY_ADDRESS", None)
+    # ...and its own address: Ray Train's actors otherwise look for "the" local cluster, and with several on the
+    # machine (another test process's, a user's) its placement-group cleaner fails and a stopped trial's
+    # placement group stays reserved, which left a time-budget study waiting forever for its final training
+    env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     command = [*RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--dashboard-host=127.0.0.1"]
-    command += [f"--dashboard-port={dashboard}", "--disable-usage-stats", "--block"]
+    # the job agent's port too: at its default (52365) a second cluster's agent cannot listen, and jobs fail
+    command += [f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={free_port()}"]
+    command += ["--disable-usage-stats", "--block"]
     with (root / "head.log").open("w") as log:
         head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 180
@@ -132,3 +141,62 @@ def stop_head(head: subprocess.Popen, port: int) -> None:
     current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
     if current.is_file() and current.read_text().strip().endswith(f":{port}"):
         current.unlink()
+
+
+def tune_command(*args: str, cwd: Path, timeout: int = 900, **extra_env: str) -> subprocess.CompletedProcess:
+    """`python -m ray_msa.tune ARGS` in `cwd` (its store there), joining the run's cluster (RAY_ADDRESS)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow.set_tracking_uri exports it
+    env.update(RAY_MSA_STORAGE=str(cwd / "ray_results"), **extra_env)
+    command = [sys.executable, "-m", "ray_msa.tune", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class SyntheticStudy:
+    """A finished study on a few dozen synthetic text-only samples (a label.csv folder): three lf_dnn trials,
+    one at a time, of 2 folds x 8 epochs, every epoch checkpointed, no trial stopped early (no pruner, patience
+    past the last epoch), one test seed. The orchestration tests (test-split isolation, the interrupted study)
+    compare their own studies with it."""
+
+    EPOCHS = 8
+
+    def __init__(self, root: Path, cache: Path) -> None:
+        from ray_msa.data.synthetic import make_synthetic, write_label_csv
+
+        self.root = root
+        self.data = root / "data"
+        write_label_csv(make_synthetic(sizes=(60, 20, 40)), self.data)
+        self.space = root / "lf_dnn.yaml"
+        self.space.write_text(
+            (ROOT / "ray_msa/spaces/lf_dnn.yaml")
+            .read_text()
+            .replace("train:\n", "train:\n  checkpoint_every: 1\n")
+            .replace("patience: 3", "patience: 100")
+        )
+        self.cwd = root / "study"
+        self.cwd.mkdir()
+        self.done = tune_command(*self.args(self.data), cwd=self.cwd, RAY_MSA_CACHE=str(cache))
+        assert self.done.returncode == 0, self.done.stdout[-3000:] + self.done.stderr[-3000:]
+        self.uri = f"sqlite:///{self.cwd / 'mlruns' / 'mlflow.db'}"
+
+    def args(self, data: Path) -> list[str]:
+        """The study's command line on `data` (a folder with a label.csv)."""
+        args = ["mosei", "--data", str(data), "--arch", "lf_dnn", "--trials", "3", "--folds", "2"]
+        args += [
+            "--epochs",
+            str(self.EPOCHS),
+            "--seed",
+            "3",
+            "--test-seeds",
+            "1",
+            "--space",
+            str(self.space),
+            "--pruner",
+            "none",
+        ]
+        # one trial at a time: side by side, TPE's third proposal would depend on which trial finished first
+        return [*args, "--concurrent", "1", "--cpus-per-worker", "0.5"]
+
+
+@pytest.fixture(scope="session")
+def synthetic_study(tmp_path_factory, ray_cluster) -> SyntheticStudy:
+    return SyntheticStudy(tmp_path_factory.mktemp("synthetic_study"), tmp_path_factory.getbasetemp() / "cache")

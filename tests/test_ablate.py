@@ -5,6 +5,7 @@ end on Ray, recorded as ablation run -> variant runs -> fold runs."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,10 +90,13 @@ def test_ablation_table_compares_each_variant_with_the_reference():
 
 
 def test_ablate_mosi_mtl_runs_end_to_end_on_ray(tmp_path, capsys, ray_cluster):
+    """On the committed MOSI slice (real text, audio and vision of five videos: tiny, three modalities)."""
     from ray_msa.ablate import main as ablate
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    argv = ["mosi", "--arch", "mtl", "--variants", "T+A,no_polarity", "--folds", "2", "--epochs", "1"]
+    sample = Path(__file__).parent / "data" / "mosi_sample"
+    argv = ["mosi", "--data", str(sample), "--arch", "mtl", "--variants", "T+A,no_polarity", "--folds", "2"]
+    argv += ["--epochs", "1"]
     argv += [
         "--tracking-uri",
         uri,

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import RAY, free_port, listening_addresses, stop_head
+from conftest import RAY, SyntheticStudy, free_port, listening_addresses, stop_head
 from mlflow.tracking import MlflowClient
 
 from ray_msa.errors import InputError
@@ -241,9 +241,9 @@ def mosi_frozen():
     return prepare_text(load_dataset("mosi"), "frozen")
 
 
-def runs_of(uri: str, role: str) -> list:
+def runs_of(uri: str, role: str, experiment: str = "ray_msa-mosi") -> list:
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("ray_msa-mosi")
+    experiment = client.get_experiment_by_name(experiment)
     return client.search_runs([experiment.experiment_id], f"tags.role = '{role}'", max_results=1000)
 
 
@@ -262,16 +262,16 @@ def test_study_on_a_simulated_three_node_cluster_spreads_a_trials_workers(tmp_pa
     cluster.wait_for_nodes()
     try:
         ray.init(address=cluster.address)
-        settings = _study_settings(tmp_path, trials=2, workers=2, cpus_per_worker=1.0)
+        settings = _study_settings(tmp_path, workers=2, cpus_per_worker=1.0, test_seeds=1)
         result = run_study(mosi_frozen, settings)
-        assert result.trials == 2 and "MAE" in result.test
+        assert result.trials == 1 and "MAE" in result.test
         workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=1000)
         by_pid_node = {(a.pid, a.node_id) for a in workers}
         assert len({node for _, node in by_pid_node}) >= 2, by_pid_node  # one trial's workers on different nodes
         assert len(ray.nodes()) == 3
         study = runs_of(settings.tracking_uri, "study")
         assert len(study) == 1 and study[0].info.status == "FINISHED"
-        assert len(runs_of(settings.tracking_uri, "trial")) == 2 and len(runs_of(settings.tracking_uri, "fold")) == 4
+        assert len(runs_of(settings.tracking_uri, "trial")) == 1 and len(runs_of(settings.tracking_uri, "fold")) == 2
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -286,7 +286,7 @@ def trial_reports(storage: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_frozen, ray_cluster):
-    """SIGKILL the Ray Train worker after its second epoch (of twenty): Ray Train starts a new worker,
+    """SIGKILL the Ray Train worker after its second epoch (of ten): Ray Train starts a new worker,
     which says it resumed after the last epoch the killed one reported (every epoch is checkpointed),
     reports from the next epoch on, and reports exactly what an unkilled run of the same seed reports;
     MLflow holds one run per fold with every epoch's metrics once, equal to the unkilled run's."""
@@ -295,7 +295,8 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
 
     from ray_msa.study import run_study
 
-    train = dict(max_epochs=20, patience=20, checkpoint_every=1)
+    epochs = 10
+    train = dict(max_epochs=epochs, patience=epochs, checkpoint_every=1)
     killed_dir, straight_dir = tmp_path / "killed", tmp_path / "straight"
     settings = _study_settings(killed_dir, train=train, max_failures=2, test_seeds=1)
     killed: list[int] = []
@@ -336,7 +337,7 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     first, second = (attempts[k] for k in sorted(attempts))
     assert len(attempts) == 2 and [r["epoch"] for r in first] == list(range(1, len(first) + 1))
     resumed_after = first[-1]["epoch"]  # the killed worker's last report, and its checkpoint
-    assert [r["epoch"] for r in second] == list(range(resumed_after + 1, 21))  # not from epoch 1 again
+    assert [r["epoch"] for r in second] == list(range(resumed_after + 1, epochs + 1))  # not from epoch 1 again
     (trial,) = runs_of(settings.tracking_uri, "trial")
     assert trial.data.tags["resumed_from_epoch"] == str(resumed_after)
     unkilled = {json.loads(line)["epoch"]: json.loads(line) for line in trial_reports(straight_settings.storage)}
@@ -354,13 +355,13 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
             history = [(m.step, m.value) for m in client.get_metric_history(fold.info.run_id, key)]
             reference_history = straight_client.get_metric_history(reference.info.run_id, key)
             assert sorted(history) == sorted((m.step, m.value) for m in reference_history), key
-            assert [step for step, _ in sorted(history)] == list(range(20)), key
-    assert [m.step for m in client.get_metric_history(trial.info.run_id, "mean_MAE")] == list(range(20))
+            assert [step for step, _ in sorted(history)] == list(range(epochs)), key
+    assert [m.step for m in client.get_metric_history(trial.info.run_id, "mean_MAE")] == list(range(epochs))
 
 
 def tune_process(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-u", "-m", "ray_msa.tune", "mosi", *args],
+        [sys.executable, "-u", "-m", "ray_msa.tune", *args],
         cwd=cwd,
         env=clean_env(),
         stdout=subprocess.PIPE,
@@ -381,45 +382,45 @@ def results_lines(output: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_an_interrupted_study_resumes_to_the_same_table(tmp_path, ray_cluster):
-    """SIGTERM while the second trial is in its third epoch (every epoch checkpointed, no trial stopped
-    early): the study run is KILLED while stopped; --resume continues the unfinished trial after its
-    checkpointed epoch, not from epoch 1, runs no finished trial again, ends FINISHED, and prints the table
-    an uninterrupted study prints."""
+@pytest.mark.xdist_group("synthetic_study")  # one worker runs the study both tests compare with
+def test_an_interrupted_study_resumes_to_the_same_table(tmp_path, synthetic_study: SyntheticStudy):
+    """SIGTERM once the second of three trials has checkpointed an epoch (every epoch is; no trial stopped
+    early): the study run is KILLED while stopped; --resume continues the unfinished trial after
+    its checkpointed epoch, not from epoch 1, runs no finished trial again, ends FINISHED, and prints the table
+    the same study uninterrupted printed."""
     import re
 
-    space = tmp_path / "lf_dnn.yaml"
-    space.write_text(
-        (ROOT / "ray_msa/spaces/lf_dnn.yaml").read_text().replace("train:\n", "train:\n  checkpoint_every: 1\n")
-    )
-    common = ["--arch", "lf_dnn", "--trials", "3", "--folds", "2", "--epochs", "5", "--seed", "3", "--test-seeds", "1"]
-    common += ["--space", str(space), "--pruner", "none", "--concurrent", "1"]
     first = tmp_path / "interrupted"
     first.mkdir()
     uri = f"sqlite:///{first / 'mlflow.db'}"
-    args = [*common, "--storage", str(first / "ray_results"), "--tracking-uri", uri]
+    args = [*synthetic_study.args(synthetic_study.data), "--storage", str(first / "ray_results"), "--tracking-uri", uri]
     process = tune_process(*args, cwd=first)
     seen: list[str] = []
-    finished: list[str] = []
-    for line in process.stdout:
-        seen.append(line)
-        if "finished after epoch" in line:
-            finished.append(line.split()[2])
-        running = re.search(r"\[trial (\w+)\] epoch (\d+)/5", line)
-        if finished and running and running.group(1) not in finished and int(running.group(2)) >= 2:
-            process.send_signal(signal.SIGTERM)  # the second trial has checkpointed epochs 1 and 2
+    reader = threading.Thread(target=lambda: [seen.append(line) for line in process.stdout], daemon=True)
+    reader.start()
+    deadline = time.time() + 600
+    while process.poll() is None and time.time() < deadline:
+        output = "".join(seen)
+        finished = re.findall(r"== trial (\w+) finished after epoch", output)
+        running = [t for t in re.findall(r"== trial (\w+) started", output) if t not in finished]
+        # Tune writes a report to the trial's result.json once it has registered the report's checkpoint
+        reports = [p for t in running for p in (first / "ray_results").glob(f"*/*{t}*/result.json")]
+        if finished and reports and reports[0].read_text().count("\n") >= 1:
+            process.send_signal(signal.SIGTERM)  # the second trial has a checkpoint, and epochs left to run
             break
-    rest = process.communicate(timeout=300)[0]
-    output = "".join(seen) + rest
+        time.sleep(0.1)
+    process.wait(timeout=300)
+    reader.join(30)
+    output = "".join(seen)
     assert process.returncode == 130, output[-3000:]
     assert "--resume" in output
-    finished = [line.split()[2] for line in output.splitlines() if "finished after epoch" in line]
-    assert 1 <= len(finished) < 3
-    (stopped,) = runs_of(uri, "study")
+    finished = re.findall(r"== trial (\w+) finished after epoch", output)
+    assert len(finished) == 1, output[-3000:]  # stopped in the second trial, the third not started
+    (stopped,) = runs_of(uri, "study", "ray_msa-mosei")
     assert stopped.info.status == "KILLED"  # never left RUNNING while nothing runs it
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "ray_msa.tune", "mosi", "--resume", "--storage", str(first / "ray_results")],
+        [sys.executable, "-m", "ray_msa.tune", "mosei", "--resume", "--storage", str(first / "ray_results")],
         cwd=first,
         env=clean_env(),
         capture_output=True,
@@ -432,38 +433,16 @@ def test_an_interrupted_study_resumes_to_the_same_table(tmp_path, ray_cluster):
     ]
     assert not set(finished) & set(restarted), (finished, restarted)  # finished trials are not run again
     picked_up = re.findall(r"\[trial (\w+)\] resumed from its checkpoint after epoch (\d+)", resumed.stdout)
-    assert picked_up and all(int(epoch) >= 1 for _, epoch in picked_up), resumed.stdout[-3000:]
+    assert len(picked_up) == 1 and int(picked_up[0][1]) >= 1, resumed.stdout[-3000:]
     for trial_id, epoch in picked_up:  # its first epoch after the resume is the one after its checkpoint
-        epochs = re.findall(rf"\[trial {trial_id}\] epoch (\d+)/5", resumed.stdout)
+        epochs = re.findall(rf"\[trial {trial_id}\] epoch (\d+)/{synthetic_study.EPOCHS}", resumed.stdout)
         assert epochs and int(epochs[0]) == int(epoch) + 1, (trial_id, epoch, epochs)
+    assert results_lines(resumed.stdout) == results_lines(synthetic_study.done.stdout)
 
-    second = tmp_path / "straight"
-    second.mkdir()
-    straight = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ray_msa.tune",
-            "mosi",
-            *common,
-            "--storage",
-            str(second / "ray_results"),
-            "--tracking-uri",
-            f"sqlite:///{second / 'mlflow.db'}",
-        ],
-        cwd=second,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert straight.returncode == 0, straight.stdout[-3000:]
-    assert results_lines(resumed.stdout) == results_lines(straight.stdout)
-
-    studies, trials = runs_of(uri, "study"), runs_of(uri, "trial")
+    studies, trials = runs_of(uri, "study", "ray_msa-mosei"), runs_of(uri, "trial", "ray_msa-mosei")
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"  # the resumed study continued its own run
     assert len(trials) == 3 and all(t.info.status == "FINISHED" for t in trials)
-    assert len(runs_of(uri, "fold")) == 6
+    assert len(runs_of(uri, "fold", "ray_msa-mosei")) == 6
     resumed_trials = {t.data.tags.get("resumed_from_epoch") for t in trials} - {None}
     assert resumed_trials == {epoch for _, epoch in picked_up}
 
@@ -480,7 +459,8 @@ def test_ray_job_submit_runs_a_study(tmp_path):
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
     env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    env.pop("RAY_ADDRESS", None)  # the job reaches its cluster through the dashboard alone
+    env.pop("RAY_ADDRESS", None)  # the job reaches its cluster through the dashboard alone...
+    head_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}  # ...whose actors know their own (see ray_cluster)
     # --block: the head lives as long as this process, and ending it stops this cluster alone
     head = subprocess.Popen(
         [
@@ -491,10 +471,11 @@ def test_ray_job_submit_runs_a_study(tmp_path):
             "--num-cpus=2",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
+            f"--dashboard-agent-listen-port={free_port()}",  # not 52365: another cluster's agent may hold it
             "--disable-usage-stats",
             "--block",
         ],
-        env=env,
+        env=head_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -504,40 +485,40 @@ def test_ray_job_submit_runs_a_study(tmp_path):
     assert head.poll() is None, "ray start --head ended early"
     try:
         assert listening_addresses(dashboard) == {"127.0.0.1"}
-        job = subprocess.run(
-            [
-                *RAY,
-                "job",
-                "submit",
-                "--address",
-                f"http://127.0.0.1:{dashboard}",
-                "--working-dir",
-                str(ROOT),
-                "--",
-                sys.executable,
-                "-m",
-                "ray_msa.tune",
-                "mosi",
-                "--arch",
-                "lf_dnn",
-                "--trials",
-                "1",
-                "--folds",
-                "2",
-                "--epochs",
-                "1",
-                "--test-seeds",
-                "1",
-                "--storage",
-                str(tmp_path / "ray_results"),
-                "--tracking-uri",
-                f"sqlite:///{tmp_path / 'mlflow.db'}",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
+        submit = [
+            *RAY,
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{dashboard}",
+            "--working-dir",
+            str(ROOT),
+            "--",
+            sys.executable,
+            "-m",
+            "ray_msa.tune",
+            "mosi",
+            "--arch",
+            "lf_dnn",
+            "--trials",
+            "1",
+            "--folds",
+            "2",
+            "--epochs",
+            "1",
+            "--test-seeds",
+            "1",
+            "--storage",
+            str(tmp_path / "ray_results"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ]
+        agent_deadline = time.time() + 120
+        while True:  # the dashboard listens before its job agent has registered: that refusal submits nothing
+            job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
+            if "No available agent" not in job.stdout + job.stderr or time.time() > agent_deadline:
+                break
+            time.sleep(2)
         assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
         assert "succeeded" in job.stdout and "lf_dnn on mosi: 1 trials x 2 folds" in job.stdout
         assert len(runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "fold")) == 2

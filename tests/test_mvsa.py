@@ -371,35 +371,6 @@ def test_predict_refuses_a_model_of_another_task(small_mvsa, tmp_path, capsys):
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_ablation_prints_image_text_image_and_text(small_mvsa, tmp_path, capsys, monkeypatch, ray_cluster):
-    from ray_msa.ablate import main as ablate
-
-    monkeypatch.setenv("RAY_MSA_CACHE", str(tmp_path / "cache"))
-    assert (
-        ablate(
-            [
-                "mvsa",
-                "--data",
-                str(small_mvsa),
-                "--folds",
-                "2",
-                "--epochs",
-                "1",
-                "--tracking-uri",
-                f"sqlite:///{tmp_path / 'mlflow.db'}",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out
-    rows = [
-        line.split()[0]
-        for line in out.splitlines()
-        if line.split() and line.split()[0] in ("image+text", "image", "text")
-    ]
-    assert rows == ["image+text", "image", "text"] and "start configuration (no finished mvsa study" in out
-
-
 def test_space_starts_at_the_paper_then_once_per_encoder_with_every_hyperparameter(tmp_path):
     from ray_msa.errors import InputError
     from ray_msa.search_space import load_space
@@ -434,8 +405,8 @@ def test_results_table_says_an_unlabelled_test_split_has_no_labels():
 
 
 def test_ablate_uses_the_text_model_the_study_was_tuned_with(small_mvsa, tmp_path, monkeypatch, capsys, ray_cluster):
-    """A study tuned with --text-model X records X in its resolved configuration; ablate reads it
-    back and loads X for every tokenizer and encoder, never the bundled MiniLM."""
+    """A study tuned with --text-model X records X in its resolved configuration; ablate reads it back, loads X
+    for every tokenizer and encoder, never the bundled MiniLM, and prints image+text, image and text."""
     import mlflow
     import transformers
 
@@ -473,8 +444,6 @@ def test_ablate_uses_the_text_model_the_study_was_tuned_with(small_mvsa, tmp_pat
         str(small_mvsa),
         "--config-run",
         study.info.run_id,
-        "--variants",
-        "text",
         "--folds",
         "2",
         "--epochs",
@@ -485,4 +454,10 @@ def test_ablate_uses_the_text_model_the_study_was_tuned_with(small_mvsa, tmp_pat
     assert ablate(argv) == 0
     out = capsys.readouterr().out
     assert f"configuration from study run {study.info.run_id}" in out and str(other) in out
+    rows = [
+        line.split()[0]
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in ("image+text", "image", "text")
+    ]
+    assert rows == ["image+text", "image", "text"]
     assert len(loaded) >= 2 and set(loaded) == {str(other)}, loaded  # tokenizer, frozen states, the model's layers

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SyntheticStudy, tune_command
 from mlflow.tracking import MlflowClient
 
 from ray_msa.data import load_dataset
@@ -19,11 +20,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # studi
 
 
 def tune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow.set_tracking_uri exports it
-    env["RAY_MSA_STORAGE"] = str(cwd / "ray_results")
-    return subprocess.run(
-        [sys.executable, "-m", "ray_msa.tune", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
-    )
+    return tune_command(*args, cwd=cwd)
 
 
 def runs_by_role(tracking_uri: str, experiment: str) -> dict[str, list]:
@@ -142,67 +139,55 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
     assert refused.returncode == 2 and "not a finished study" in refused.stderr, refused.stderr[-2000:]
 
 
-def test_text_only_label_csv_directory(tmp_path):
-    data = tmp_path / "mydata"
-    write_label_csv(make_synthetic(sizes=(60, 20, 20)), data)
-    done = tune(
-        "mosei", "--data", str(data), "--trials", "1", "--folds", "2", "--epochs", "1", "--workers", "2", cwd=tmp_path
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "modalities text" in done.stdout
-    runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosei")
-    assert len(runs["fold"]) == 2 and runs["study"][0].data.params["workers"] == "2"
-
-
 def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
     """Tune's time budget ends the study mid-fold: the cut trial is closed in MLflow (KILLED,
-    tagged), the best of what ran is retrained, and the study run finishes."""
+    tagged), the best of what ran is retrained, and the study run finishes. The data: a text-only
+    label.csv folder of a few dozen samples."""
+    data = tmp_path / "mydata"
+    write_label_csv(make_synthetic(sizes=(60, 20, 20)), data)
     space = tmp_path / "endless.yaml"
     space.write_text(
-        "study: {time_budget_min: 0.75}\n"
+        "study: {time_budget_min: 1}\n"
         "train: {max_epochs: 100000, patience: 100000, batch_size: 32}\n"
         "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
     )
-    args = ("--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space), "--test-seeds", "1")
-    done = tune("mosi", *args, cwd=tmp_path)
+    args = ("--data", str(data), "--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space))
+    done = tune("mosei", *args, "--test-seeds", "1", cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "time budget of 0.75 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
-    runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosi")
+    assert "modalities text" in done.stdout
+    assert "time budget of 1 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
+    runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosei")
     assert runs["study"][0].info.status == "FINISHED"
     assert not [r for group in runs.values() for r in group if r.info.status == "RUNNING"]
     cut = [r for r in runs["trial"] if r.data.tags.get("stopped_by") == "time budget"]
     assert cut and all(r.info.status == "KILLED" for r in cut)
-    assert all(
-        r.info.status == "KILLED"
-        for r in runs["fold"]
-        if r.data.tags["mlflow.parentRunId"] in {c.info.run_id for c in cut}
-    )
+    cut_folds = [r for r in runs["fold"] if r.data.tags["mlflow.parentRunId"] in {c.info.run_id for c in cut}]
+    assert all(r.info.status == "KILLED" for r in cut_folds)
 
 
-def test_the_test_labels_never_change_a_choice(tmp_path):
+@pytest.mark.xdist_group("synthetic_study")  # one worker runs the study both tests compare with
+def test_the_test_labels_never_change_a_choice(tmp_path, synthetic_study: SyntheticStudy):
     """The same study twice, the second time with the test split's labels shuffled: every choice (each
-    trial's CV, the best configuration, the refit's epoch count) is identical; only the test numbers move."""
-    data = tmp_path / "data"
-    write_label_csv(make_synthetic(sizes=(60, 20, 40)), data)
-    table = pd.read_csv(data / "label.csv")
+    trial's CV, TPE's proposal from them, the best configuration, the refit's epoch count) is identical; only
+    the test numbers move."""
+    table = pd.read_csv(synthetic_study.data / "label.csv")
     test_rows = table["mode"] == "test"
     shuffled = table.copy()
     shuffled.loc[test_rows, "label"] = np.random.default_rng(0).permutation(table.loc[test_rows, "label"].to_numpy())
     assert not np.array_equal(shuffled["label"], table["label"])
     (tmp_path / "shuffled").mkdir()
     shuffled.to_csv(tmp_path / "shuffled" / "label.csv", index=False)
+    cwd = tmp_path / "run-shuffled"
+    cwd.mkdir()
+    done = tune(*synthetic_study.args(tmp_path / "shuffled"), cwd=cwd)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     studies = []
-    for name in ("data", "shuffled"):
-        cwd = tmp_path / f"run-{name}"
-        cwd.mkdir()
-        args = ["--arch", "lf_dnn", "--trials", "3", "--folds", "2", "--epochs", "3", "--test-seeds", "1"]
-        args += ["--concurrent", "1"]  # trials side by side would make TPE's third proposal depend on timing
-        done = tune("mosei", "--data", str(tmp_path / name), *args, "--cpus-per-worker", "0.5", cwd=cwd)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        runs = runs_by_role(f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}", "ray_msa-mosei")
+    for uri in (synthetic_study.uri, f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}"):
+        runs = runs_by_role(uri, "ray_msa-mosei")
         trials = sorted(runs["trial"], key=lambda r: r.info.start_time)  # one at a time: the order they ran
         studies.append((runs["study"][0], [(r.data.params, r.data.metrics) for r in trials]))
     (first, first_trials), (second, second_trials) = studies
+    assert len(first_trials) == 3  # two random, then TPE's proposal from the first two's CV
     assert first_trials == second_trials  # every trial: the same sampled values and the same CV metrics
     chosen = {k: v for k, v in first.data.params.items() if k.startswith("best.") or k == "final_epochs"}
     assert chosen and chosen == {k: second.data.params[k] for k in chosen}
