@@ -153,11 +153,11 @@ def tune_command(*args: str, cwd: Path, timeout: int = 900, **extra_env: str) ->
 
 class SyntheticStudy:
     """A finished study on a few dozen synthetic text-only samples (a label.csv folder): three lf_dnn trials,
-    one at a time, of 2 folds x 8 epochs, every epoch checkpointed, no trial stopped early (no pruner, patience
+    one at a time, of 2 folds x 20 epochs, every epoch checkpointed, no trial stopped early (no pruner, patience
     past the last epoch), one test seed. The orchestration tests (test-split isolation, the interrupted study)
     compare their own studies with it."""
 
-    EPOCHS = 8
+    EPOCHS = 20
 
     def __init__(self, root: Path, cache: Path) -> None:
         from ray_msa.data.synthetic import make_synthetic, write_label_csv

@@ -139,33 +139,42 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
     assert refused.returncode == 2 and "not a finished study" in refused.stderr, refused.stderr[-2000:]
 
 
-def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
-    """Tune's time budget ends the study mid-fold: the cut trial is closed in MLflow (KILLED,
-    tagged), the best of what ran is retrained, and the study run finishes. The data: a text-only
-    label.csv folder of a few dozen samples."""
+def test_text_only_label_csv_directory(tmp_path):
     data = tmp_path / "mydata"
     write_label_csv(make_synthetic(sizes=(60, 20, 20)), data)
+    args = ("mosei", "--data", str(data), "--trials", "1", "--folds", "2", "--epochs", "1", "--workers", "2")
+    done = tune(*args, "--test-seeds", "1", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "modalities text" in done.stdout
+    runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosei")
+    assert len(runs["fold"]) == 2 and runs["study"][0].data.params["workers"] == "2"
+
+
+def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
+    """Tune's time budget ends the study mid-fold: the cut trial is closed in MLflow (KILLED,
+    tagged), the best of what ran is retrained, and the study run finishes."""
     space = tmp_path / "endless.yaml"
     space.write_text(
-        "study: {time_budget_min: 1}\n"
+        "study: {time_budget_min: 0.75}\n"
         "train: {max_epochs: 100000, patience: 100000, batch_size: 32}\n"
         "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
     )
-    args = ("--data", str(data), "--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space))
-    done = tune("mosei", *args, "--test-seeds", "1", cwd=tmp_path)
+    args = ("--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space), "--test-seeds", "1")
+    done = tune("mosi", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "modalities text" in done.stdout
-    assert "time budget of 1 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
-    runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosei")
+    assert "time budget of 0.75 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
+    runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosi")
     assert runs["study"][0].info.status == "FINISHED"
     assert not [r for group in runs.values() for r in group if r.info.status == "RUNNING"]
     cut = [r for r in runs["trial"] if r.data.tags.get("stopped_by") == "time budget"]
     assert cut and all(r.info.status == "KILLED" for r in cut)
-    cut_folds = [r for r in runs["fold"] if r.data.tags["mlflow.parentRunId"] in {c.info.run_id for c in cut}]
-    assert all(r.info.status == "KILLED" for r in cut_folds)
+    assert all(
+        r.info.status == "KILLED"
+        for r in runs["fold"]
+        if r.data.tags["mlflow.parentRunId"] in {c.info.run_id for c in cut}
+    )
 
 
-@pytest.mark.xdist_group("synthetic_study")  # one worker runs the study both tests compare with
 def test_the_test_labels_never_change_a_choice(tmp_path, synthetic_study: SyntheticStudy):
     """The same study twice, the second time with the test split's labels shuffled: every choice (each
     trial's CV, TPE's proposal from them, the best configuration, the refit's epoch count) is identical; only
