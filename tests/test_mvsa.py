@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tune_command
 
 from ray_msa.data import mvsa
 from ray_msa.data.mvsa import TAGS, clean, load_mvsa_dataset, read_posts
@@ -285,35 +286,8 @@ def test_mvsa_dataset_is_stratified_and_cached(small_mvsa, tmp_path):
 
 @pytest.mark.slow
 def test_tune_then_predict_the_unlabelled_posts(small_mvsa, tmp_path, ray_cluster):
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["RAY_MSA_STORAGE"] = str(tmp_path / "ray_results")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ray_msa.tune",
-            "mvsa",
-            "--data",
-            str(small_mvsa),
-            "--trials",
-            "1",
-            "--folds",
-            "2",
-            "--epochs",
-            "1",
-            "--test-seeds",
-            "1",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    args = ("--data", str(small_mvsa), "--trials", "1", "--folds", "2", "--epochs", "1", "--test-seeds", "1")
+    done = tune_command("mvsa", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "F1_weighted" in done.stdout and "image_text on mvsa" in done.stdout
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"

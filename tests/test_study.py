@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,8 +18,7 @@ from ray_msa.statistics import t_interval
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # studies join the run's cluster
 
 
-def tune(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return tune_command(*args, cwd=cwd)
+tune = tune_command  # `python -m ray_msa.tune` in a test's folder, joining the run's cluster
 
 
 def runs_by_role(tracking_uri: str, experiment: str) -> dict[str, list]:
