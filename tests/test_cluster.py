@@ -302,19 +302,25 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     killed: list[int] = []
 
     def kill_after_second_epoch() -> None:
-        # Ray Train registers a checkpoint when its controller collects the report (Tune then writes it to
-        # result.json); a worker killed before that loses it, and its restart rightly starts from scratch
-        deadline = time.time() + 600
-        while time.time() < deadline and not killed:
-            time.sleep(0.1)
+        # the trial's worker is looked up before it reports (the state API can take seconds on a loaded machine,
+        # and ten epochs take about five): the kill then follows the second report within a poll. Ray Train
+        # registers a checkpoint when its controller collects the report (Tune then writes it to result.json);
+        # a worker killed before that loses it, and its restart rightly starts from scratch
+        deadline, pid = time.time() + 600, None
+        while time.time() < deadline and pid is None:
+            time.sleep(0.2)
+            alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True)
+            pid = alive[0].pid if alive else None
+        while time.time() < deadline and pid is not None:
+            time.sleep(0.02)
             results = list(Path(settings.storage).glob("*/*/result.json"))
-            if results and len(results[0].read_text().splitlines()) >= 2:
-                alive = list_actors(
-                    filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True
-                )
-                if alive:
-                    os.kill(alive[0].pid, signal.SIGKILL)
-                    killed.append(alive[0].pid)
+            reported = len(results[0].read_text().splitlines()) if results else 0
+            if 2 <= reported < epochs:  # only the trial's worker: not one of the final training
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            if reported >= epochs:
+                return
 
     ray.init(logging_level="WARNING")  # the test run's cluster: this test's are its only workers
     try:
@@ -326,7 +332,7 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
         straight = run_study(mosi_frozen, straight_settings)
     finally:
         ray.shutdown()
-    assert killed, "the worker finished before it could be killed"
+    assert killed, "the trial's worker finished before it could be killed"
     assert result.test == straight.test  # the same final model
 
     # Tune's record of the trial's reports, by worker attempt (each worker notes when it started)
