@@ -19,6 +19,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One intra-op thread for the tests' own training (set before torch loads): the models here are tiny, and two
+# OpenMP threads that spin while the other core runs a Ray process took up to twice as long. Ray Train workers
+# still set the threads their CPUs allow.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Token authentication for every Ray of the test run, set before anything loads Ray (which reads it once per
 # process): a `ray start` head here refused clients without a token (InvalidAuthToken) even with RAY_AUTH_MODE
 # unset, and a process that loaded Ray without one cannot join. A token of the run's own, not ~/.ray/auth_token.

@@ -96,7 +96,7 @@ def test_ablate_mosi_mtl_runs_end_to_end_on_ray(tmp_path, capsys, ray_cluster):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sample = Path(__file__).parent / "data" / "mosi_sample"
     argv = ["mosi", "--data", str(sample), "--arch", "mtl", "--variants", "T+A,no_polarity", "--folds", "2"]
-    argv += ["--epochs", "1"]
+    argv += ["--epochs", "1", "--cpus-per-worker", "0.5"]  # the three variants side by side
     argv += [
         "--tracking-uri",
         uri,

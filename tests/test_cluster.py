@@ -8,6 +8,7 @@ import copy
 import json
 import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -298,8 +299,12 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     epochs = 10
     train = dict(max_epochs=epochs, patience=epochs, checkpoint_every=1)
     killed_dir, straight_dir = tmp_path / "killed", tmp_path / "straight"
-    settings = _study_settings(killed_dir, train=train, max_failures=2, test_seeds=1)
+    # half a CPU per worker: the unkilled reference study runs beside it, in a process of its own
+    settings = _study_settings(killed_dir, train=train, max_failures=2, test_seeds=1, cpus_per_worker=0.5)
+    straight_settings = _study_settings(straight_dir, train=train, test_seeds=1, cpus_per_worker=0.5)
     killed: list[int] = []
+    ray.init(logging_level="WARNING")  # the test run's cluster
+    job = ray.get_runtime_context().get_job_id()  # this study's actors, not the reference's
 
     def kill_after_second_epoch() -> None:
         # the trial's worker is looked up before it reports (the state API can take seconds on a loaded machine,
@@ -307,9 +312,10 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
         # registers a checkpoint when its controller collects the report (Tune then writes it to result.json);
         # a worker killed before that loses it, and its restart rightly starts from scratch
         deadline, pid = time.time() + 600, None
+        mine = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE"), ("job_id", "=", job)]
         while time.time() < deadline and pid is None:
             time.sleep(0.2)
-            alive = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True)
+            alive = list_actors(filters=mine, detail=True)
             pid = alive[0].pid if alive else None
         while time.time() < deadline and pid is not None:
             time.sleep(0.02)
@@ -322,14 +328,15 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
             if reported >= epochs:
                 return
 
-    ray.init(logging_level="WARNING")  # the test run's cluster: this test's are its only workers
     try:
+        reference = run_study_in_subprocess(straight_settings, tmp_path / "straight.pkl")
         watcher = threading.Thread(target=kill_after_second_epoch, daemon=True)
         watcher.start()
         result = run_study(mosi_frozen, settings)
         watcher.join(5)
-        straight_settings = _study_settings(straight_dir, train=train, test_seeds=1)
-        straight = run_study(mosi_frozen, straight_settings)
+        out, _ = reference.communicate(timeout=600)
+        assert reference.returncode == 0, out[-3000:]
+        straight = pickle.loads((tmp_path / "straight.pkl").read_bytes())
     finally:
         ray.shutdown()
     assert killed, "the trial's worker finished before it could be killed"
@@ -363,6 +370,24 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
             assert sorted(history) == sorted((m.step, m.value) for m in reference_history), key
             assert [step for step, _ in sorted(history)] == list(range(epochs)), key
     assert [m.step for m in client.get_metric_history(trial.info.run_id, "mean_MAE")] == list(range(epochs))
+
+
+def run_study_in_subprocess(settings, result_path: Path) -> subprocess.Popen:
+    """`run_study` on the frozen MOSI in a process of its own, joining the test run's cluster; its
+    StudyResult pickled to `result_path`."""
+    settings_path = result_path.with_suffix(".settings")
+    settings_path.write_bytes(pickle.dumps(settings))
+    code = (
+        "import pickle, sys; from pathlib import Path\n"
+        "from ray_msa.data import load_dataset\n"
+        "from ray_msa.data.text import prepare_text\n"
+        "from ray_msa.study import run_study\n"
+        "settings = pickle.loads(Path(sys.argv[1]).read_bytes())\n"
+        "result = run_study(prepare_text(load_dataset('mosi'), 'frozen'), settings)\n"
+        "Path(sys.argv[2]).write_bytes(pickle.dumps(result))\n"
+    )
+    command = [sys.executable, "-c", code, str(settings_path), str(result_path)]
+    return subprocess.Popen(command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def tune_process(*args: str, cwd: Path) -> subprocess.Popen:

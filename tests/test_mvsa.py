@@ -422,6 +422,8 @@ def test_ablate_uses_the_text_model_the_study_was_tuned_with(small_mvsa, tmp_pat
         "2",
         "--epochs",
         "1",
+        "--cpus-per-worker",  # the three variants side by side
+        "0.5",
         "--tracking-uri",
         uri,
     ]

@@ -87,18 +87,19 @@ def test_feature_table_must_cover_every_segment(tmp_path):
         load_dataset("mosei", tmp_path)
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ray_msa.tune", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "ray_msa.tune", *args]
+    return subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_cli_errors_are_one_line_exit_2(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "label.csv").write_text(BAD_FILES["label_out_of_scale"][0])
-    for args in (["mosei", "--data", "data"], ["mosei", "--data", "nowhere"], ["sims"], ["mosi", "--arch", "nope"]):
-        done = run_cli(*args, cwd=tmp_path)
-        assert done.returncode == 2, done.stderr
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in done.stderr, done.stderr
+    cases = (["mosei", "--data", "data"], ["mosei", "--data", "nowhere"], ["sims"], ["mosi", "--arch", "nope"])
+    started = [start_cli(*args, cwd=tmp_path) for args in cases]  # side by side: each is mostly imports
+    for process in started:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 2, stderr
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in stderr, stderr
     assert not (tmp_path / "mlruns").exists()  # nothing was recorded for a refused input

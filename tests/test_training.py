@@ -43,6 +43,12 @@ def planted():
     return make_synthetic(sizes=(240, 60, 120), seed=1)
 
 
+@pytest.fixture(scope="module")
+def small_planted():
+    """For the tests about the loop's bookkeeping (resume, engines, ensemble), not about learning."""
+    return make_synthetic(sizes=(80, 20, 40), seed=1)
+
+
 def mean_predictor_mae(ds):
     pool = development_pool(ds)
     return float(
@@ -64,7 +70,8 @@ def test_planted_signal_is_learned(planted):
 
 
 @pytest.mark.parametrize("schedule", ["constant", "linear"])
-def test_resume_from_checkpoint_is_exact(planted, schedule):
+def test_resume_from_checkpoint_is_exact(small_planted, schedule):
+    planted = small_planted
     config = CONFIG.with_train(max_epochs=4, patience=10, checkpoint_every=1, lr_schedule=schedule, warmup=0.25)
     full = []
     run_cross_validation(config, planted, lambda m, s: full.append(m), WorkerContext())
@@ -81,7 +88,8 @@ def test_resume_from_checkpoint_is_exact(planted, schedule):
     assert resumed[-1]["mean_MAE"] == pytest.approx(full[-1]["mean_MAE"], abs=1e-6)
 
 
-def test_deepspeed_engine_runs_the_same_loop(planted, tmp_path):
+def test_deepspeed_engine_runs_the_same_loop(small_planted, tmp_path):
+    planted = small_planted
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29517", RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
@@ -98,9 +106,10 @@ def test_deepspeed_engine_runs_the_same_loop(planted, tmp_path):
     assert summary["mean_MAE"] == pytest.approx(ddp["mean_MAE"], rel=1e-4)
 
 
-def test_the_ensemble_is_the_trials_fold_models_averaged(planted):
+def test_the_ensemble_is_the_trials_fold_models_averaged(small_planted):
     """`--final ensemble`: the same seed rebuilds the trial's fold models exactly, and the test
     predictions are their average; `FoldEnsemble` (the logged model) predicts the same."""
+    planted = small_planted
     config = CONFIG.with_train(max_epochs=3, final="ensemble")
     reports = []
     run_cross_validation(config, planted, lambda m, s: reports.append(m), WorkerContext())
