@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -155,20 +156,62 @@ def tune_command(*args: str, cwd: Path, timeout: int = 900, **extra_env: str) ->
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-class SyntheticStudy:
-    """A finished study on a few dozen synthetic text-only samples (a label.csv folder): three lf_dnn trials,
-    one at a time, of 2 folds x 20 epochs, every epoch checkpointed, no trial stopped early (no pruner, patience
-    past the last epoch), one test seed. The orchestration tests (test-split isolation, the interrupted study)
-    compare their own studies with it."""
+def start_tune(*args: str, cwd: Path, log: Path, **extra_env: str) -> subprocess.Popen:
+    """`python -m ray_msa.tune ARGS` started in `cwd`, its output (stdout and stderr) going to the file `log`."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(RAY_MSA_STORAGE=str(cwd / "ray_results"), **extra_env)
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-u", "-m", "ray_msa.tune", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def trials_in(output: str) -> tuple[list[str], list[str]]:
+    """The trials a study's output says finished, and those it says started and have not finished."""
+    finished = re.findall(r"== trial (\w+) finished after epoch", output)
+    return finished, [t for t in re.findall(r"== trial (\w+) started", output) if t not in finished]
+
+
+def stop_in_second_trial(process: subprocess.Popen, log: Path, storage: Path) -> None:
+    """SIGTERM once a trial has finished and the running one has checkpointed an epoch: Tune writes a report to
+    the trial's result.json once it has registered the report's checkpoint."""
+    deadline = time.time() + 600
+    while process.poll() is None and time.time() < deadline:
+        finished, running = trials_in(log.read_text())
+        reports = [p for t in running for p in storage.glob(f"*/*{t}*/result.json")]
+        if finished and reports and reports[0].read_text().count("\n") >= 1:
+            process.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.1)
+    process.wait(timeout=300)
+
+
+class SyntheticStudies:
+    """Two studies of the same command on a few dozen synthetic text-only samples (a label.csv folder), side by
+    side: three lf_dnn trials each, one at a time, of 2 folds x 20 epochs, every epoch checkpointed, no trial
+    stopped early (no pruner, patience past the last epoch), one test seed. The first runs straight through. Its
+    twin reads the same folder with the test split's labels shuffled, is stopped by SIGTERM once its second trial
+    has checkpointed an epoch, and is continued with --resume. The orchestration tests compare the two: the test
+    labels never change a choice; an interrupted study resumes to the choices and the model it would have made."""
 
     EPOCHS = 20
 
     def __init__(self, root: Path, cache: Path) -> None:
+        import numpy as np
+        import pandas as pd
+        from mlflow.tracking import MlflowClient
+
         from ray_msa.data.synthetic import make_synthetic, write_label_csv
 
         self.root = root
-        self.data = root / "data"
+        self.data, self.shuffled = root / "data", root / "shuffled"
         write_label_csv(make_synthetic(sizes=(60, 20, 40)), self.data)
+        table = pd.read_csv(self.data / "label.csv")
+        test_rows = table["mode"] == "test"
+        labels = table.loc[test_rows, "label"].to_numpy()
+        table.loc[test_rows, "label"] = np.random.default_rng(0).permutation(labels)
+        self.shuffled.mkdir()
+        table.to_csv(self.shuffled / "label.csv", index=False)
         self.space = root / "lf_dnn.yaml"
         self.space.write_text(
             (ROOT / "ray_msa/spaces/lf_dnn.yaml")
@@ -176,11 +219,26 @@ class SyntheticStudy:
             .replace("train:\n", "train:\n  checkpoint_every: 1\n")
             .replace("patience: 3", "patience: 100")
         )
-        self.cwd = root / "study"
+        self.cwd, self.twin = root / "study", root / "twin"
         self.cwd.mkdir()
-        self.done = tune_command(*self.args(self.data), cwd=self.cwd, RAY_MSA_CACHE=str(cache))
-        assert self.done.returncode == 0, self.done.stdout[-3000:] + self.done.stderr[-3000:]
+        self.twin.mkdir()
         self.uri = f"sqlite:///{self.cwd / 'mlruns' / 'mlflow.db'}"
+        self.twin_uri = f"sqlite:///{self.twin / 'mlflow.db'}"
+        cached = {"RAY_MSA_CACHE": str(cache)}
+        straight = start_tune(*self.args(self.data), cwd=self.cwd, log=root / "study.log", **cached)
+        storage = self.twin / "ray_results"
+        twin_args = [*self.args(self.shuffled), "--storage", str(storage), "--tracking-uri", self.twin_uri]
+        twin = start_tune(*twin_args, cwd=self.twin, log=root / "stopped.log", **cached)
+        stop_in_second_trial(twin, root / "stopped.log", storage)
+        self.stopped = subprocess.CompletedProcess(twin.args, twin.returncode, (root / "stopped.log").read_text())
+        client = MlflowClient(self.twin_uri)
+        experiment = client.get_experiment_by_name("ray_msa-mosei")
+        found = client.search_runs([experiment.experiment_id], "tags.role = 'study'") if experiment else []
+        self.stopped_status = [r.info.status for r in found]  # while nothing runs it
+        self.resumed = tune_command("mosei", "--resume", "--storage", str(storage), cwd=self.twin, **cached)
+        straight.wait(timeout=900)
+        self.done = subprocess.CompletedProcess(straight.args, straight.returncode, (root / "study.log").read_text())
+        assert self.done.returncode == 0, self.done.stdout[-3000:]
 
     def args(self, data: Path) -> list[str]:
         """The study's command line on `data` (a folder with a label.csv)."""
@@ -202,5 +260,5 @@ class SyntheticStudy:
 
 
 @pytest.fixture(scope="session")
-def synthetic_study(tmp_path_factory, ray_cluster) -> SyntheticStudy:
-    return SyntheticStudy(tmp_path_factory.mktemp("synthetic_study"), tmp_path_factory.getbasetemp() / "cache")
+def synthetic_studies(tmp_path_factory, ray_cluster) -> SyntheticStudies:
+    return SyntheticStudies(tmp_path_factory.mktemp("synthetic_studies"), tmp_path_factory.getbasetemp() / "cache")

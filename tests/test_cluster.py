@@ -9,6 +9,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import RAY, SyntheticStudy, free_port, listening_addresses, stop_head
+from conftest import RAY, SyntheticStudies, free_port, listening_addresses, stop_head, trials_in
 from mlflow.tracking import MlflowClient
 
 from ray_msa.errors import InputError
@@ -401,62 +402,30 @@ def tune_process(*args: str, cwd: Path) -> subprocess.Popen:
     )
 
 
-def results_lines(output: str) -> list[str]:
-    """The final table's metric rows and the best configuration."""
+def cv_lines(output: str) -> list[str]:
+    """The final table's metric rows without their test column, and the best configuration."""
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("metric "))
-    return [
-        line
-        for line in lines[start:]
-        if line.startswith(("MAE", "Corr", "Acc", "Has0", "Non0", "F1", "best configuration"))
-    ]
+    rows = [line for line in lines[start:] if line.startswith(("MAE", "Corr", "Acc", "Has0", "Non0", "F1"))]
+    best = [line for line in lines[start:] if line.startswith("best configuration")]
+    return [row.rsplit(maxsplit=1)[0] for row in rows] + best
 
 
 @pytest.mark.slow
-def test_an_interrupted_study_resumes_to_the_same_table(tmp_path, synthetic_study: SyntheticStudy):
+def test_an_interrupted_study_resumes_to_the_same_table(synthetic_studies: SyntheticStudies):
     """SIGTERM once the second of three trials has checkpointed an epoch (every epoch is; no trial stopped
     early): the study run is KILLED while stopped; --resume continues the unfinished trial after
-    its checkpointed epoch, not from epoch 1, runs no finished trial again, ends FINISHED, and prints the table
-    the same study uninterrupted printed."""
-    import re
-
-    first = tmp_path / "interrupted"
-    first.mkdir()
-    uri = f"sqlite:///{first / 'mlflow.db'}"
-    args = [*synthetic_study.args(synthetic_study.data), "--storage", str(first / "ray_results"), "--tracking-uri", uri]
-    process = tune_process(*args, cwd=first)
-    seen: list[str] = []
-    reader = threading.Thread(target=lambda: [seen.append(line) for line in process.stdout], daemon=True)
-    reader.start()
-    deadline = time.time() + 600
-    while process.poll() is None and time.time() < deadline:
-        output = "".join(seen)
-        finished = re.findall(r"== trial (\w+) finished after epoch", output)
-        running = [t for t in re.findall(r"== trial (\w+) started", output) if t not in finished]
-        # Tune writes a report to the trial's result.json once it has registered the report's checkpoint
-        reports = [p for t in running for p in (first / "ray_results").glob(f"*/*{t}*/result.json")]
-        if finished and reports and reports[0].read_text().count("\n") >= 1:
-            process.send_signal(signal.SIGTERM)  # the second trial has a checkpoint, and epochs left to run
-            break
-        time.sleep(0.1)
-    process.wait(timeout=300)
-    reader.join(30)
-    output = "".join(seen)
-    assert process.returncode == 130, output[-3000:]
+    its checkpointed epoch, not from epoch 1, runs no finished trial again, ends FINISHED, and prints the CV table
+    and best configuration the same study uninterrupted printed (its final model: the test-isolation test)."""
+    twin = synthetic_studies
+    output = twin.stopped.stdout
+    assert twin.stopped.returncode == 130, output[-3000:]
     assert "--resume" in output
-    finished = re.findall(r"== trial (\w+) finished after epoch", output)
+    finished, _ = trials_in(output)
     assert len(finished) == 1, output[-3000:]  # stopped in the second trial, the third not started
-    (stopped,) = runs_of(uri, "study", "ray_msa-mosei")
-    assert stopped.info.status == "KILLED"  # never left RUNNING while nothing runs it
+    assert twin.stopped_status == ["KILLED"]  # never left RUNNING while nothing runs it
 
-    resumed = subprocess.run(
-        [sys.executable, "-m", "ray_msa.tune", "mosei", "--resume", "--storage", str(first / "ray_results")],
-        cwd=first,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    resumed = twin.resumed
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     restarted = [
         line.split()[2] for line in resumed.stdout.splitlines() if line.startswith("== trial") and "started" in line
@@ -465,12 +434,14 @@ def test_an_interrupted_study_resumes_to_the_same_table(tmp_path, synthetic_stud
     picked_up = re.findall(r"\[trial (\w+)\] resumed from its checkpoint after epoch (\d+)", resumed.stdout)
     assert len(picked_up) == 1 and int(picked_up[0][1]) >= 1, resumed.stdout[-3000:]
     for trial_id, epoch in picked_up:  # its first epoch after the resume is the one after its checkpoint
-        epochs = re.findall(rf"\[trial {trial_id}\] epoch (\d+)/{synthetic_study.EPOCHS}", resumed.stdout)
+        epochs = re.findall(rf"\[trial {trial_id}\] epoch (\d+)/{twin.EPOCHS}", resumed.stdout)
         # (none when the signal came as it checkpointed its last epoch: then it has nothing left to run again)
-        expected = [str(e) for e in range(int(epoch) + 1, synthetic_study.EPOCHS + 1)]
+        expected = [str(e) for e in range(int(epoch) + 1, twin.EPOCHS + 1)]
         assert epochs == expected, (trial_id, epoch, epochs)
-    assert results_lines(resumed.stdout) == results_lines(synthetic_study.done.stdout)
+    # the same CV column and best configuration (the twin's test labels are shuffled: its test column differs)
+    assert cv_lines(resumed.stdout) == cv_lines(twin.done.stdout)
 
+    uri = twin.twin_uri
     studies, trials = runs_of(uri, "study", "ray_msa-mosei"), runs_of(uri, "trial", "ray_msa-mosei")
     assert len(studies) == 1 and studies[0].info.status == "FINISHED"  # the resumed study continued its own run
     assert len(trials) == 3 and all(t.info.status == "FINISHED" for t in trials)

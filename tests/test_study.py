@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SyntheticStudy, tune_command
+from conftest import SyntheticStudies, tune_command
 from mlflow.tracking import MlflowClient
 
 from ray_msa.data import load_dataset
@@ -136,10 +136,10 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
     assert refused.returncode == 2 and "not a finished study" in refused.stderr, refused.stderr[-2000:]
 
 
-def test_text_only_label_csv_directory(synthetic_study: SyntheticStudy):
+def test_text_only_label_csv_directory(synthetic_studies: SyntheticStudies):
     """A label.csv folder without feature files is a text-only dataset: the shared synthetic study is one."""
-    assert "modalities text (" in synthetic_study.done.stdout
-    runs = runs_by_role(synthetic_study.uri, "ray_msa-mosei")
+    assert "modalities text (" in synthetic_studies.done.stdout
+    runs = runs_by_role(synthetic_studies.uri, "ray_msa-mosei")
     assert runs["study"][0].info.status == "FINISHED"
     assert len(runs["trial"]) == 3 and len(runs["fold"]) == 6
 
@@ -169,26 +169,20 @@ def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
     )
 
 
-def test_the_test_labels_never_change_a_choice(tmp_path, synthetic_study: SyntheticStudy):
-    """The same study twice, the second time with the test split's labels shuffled: every choice (each
-    trial's CV, TPE's proposal from them, the best configuration, the refit's epoch count) is identical; only
-    the test numbers move."""
-    table = pd.read_csv(synthetic_study.data / "label.csv")
-    test_rows = table["mode"] == "test"
-    shuffled = table.copy()
-    shuffled.loc[test_rows, "label"] = np.random.default_rng(0).permutation(table.loc[test_rows, "label"].to_numpy())
-    assert not np.array_equal(shuffled["label"], table["label"])
-    (tmp_path / "shuffled").mkdir()
-    shuffled.to_csv(tmp_path / "shuffled" / "label.csv", index=False)
-    cwd = tmp_path / "run-shuffled"
-    cwd.mkdir()
-    done = tune(*synthetic_study.args(tmp_path / "shuffled"), cwd=cwd)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    studies = []
-    for uri in (synthetic_study.uri, f"sqlite:///{cwd / 'mlruns' / 'mlflow.db'}"):
+def test_the_test_labels_never_change_a_choice(synthetic_studies: SyntheticStudies):
+    """The same study twice, the second time with the test split's labels shuffled (and stopped and resumed on
+    the way): every choice (each trial's CV, TPE's proposal from them, the best configuration, the refit's epoch
+    count) is identical, and so is the final model's every test prediction; only the test numbers move."""
+    twin = synthetic_studies
+    assert twin.resumed.returncode == 0, twin.resumed.stdout[-3000:] + twin.resumed.stderr[-3000:]
+    studies, predictions = [], []
+    for uri in (twin.uri, twin.twin_uri):
         runs = runs_by_role(uri, "ray_msa-mosei")
         trials = sorted(runs["trial"], key=lambda r: r.info.start_time)  # one at a time: the order they ran
         studies.append((runs["study"][0], [(r.data.params, r.data.metrics) for r in trials]))
+        (final,) = runs["final"]
+        path = MlflowClient(uri).download_artifacts(final.info.run_id, "test_predictions.csv", str(twin.root))
+        predictions.append(pd.read_csv(path, dtype={"id": str}))
     (first, first_trials), (second, second_trials) = studies
     assert len(first_trials) == 3  # two random, then TPE's proposal from the first two's CV
     assert first_trials == second_trials  # every trial: the same sampled values and the same CV metrics
@@ -196,4 +190,7 @@ def test_the_test_labels_never_change_a_choice(tmp_path, synthetic_study: Synthe
     assert chosen and chosen == {k: second.data.params[k] for k in chosen}
     cv = {k: v for k, v in first.data.metrics.items() if k.startswith("cv_")}
     assert cv and cv == {k: second.data.metrics[k] for k in cv}
-    assert first.data.metrics["test_MAE"] != second.data.metrics["test_MAE"]  # the test labels did change
+    assert list(predictions[0]["id"]) == list(predictions[1]["id"])
+    assert np.array_equal(predictions[0]["prediction"], predictions[1]["prediction"])  # the same final model
+    assert not np.array_equal(predictions[0]["label"], predictions[1]["label"])  # the test labels did change
+    assert first.data.metrics["test_MAE"] != second.data.metrics["test_MAE"]
