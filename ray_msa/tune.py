@@ -11,6 +11,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -248,9 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     print(results_table(result, METRIC_SETS[dataset.metric_set]))
     print(f"best configuration: {result.best_config}")
     overhead, trial_wall = result.ray_overhead_s
-    print(
-        f"Ray start-up + tear-down per trial: {overhead:.1f}s of {trial_wall:.1f}s ({100 * overhead / trial_wall:.0f}%)"
-    )
+    if math.isfinite(overhead):  # a resumed study's trials report to the callbacks Tune restored, not to ours
+        share = f"{overhead:.1f}s of {trial_wall:.1f}s ({100 * overhead / trial_wall:.0f}%)"
+        print(f"Ray start-up + tear-down per trial: {share}")
     print(f"MLflow: study run {result.study_run_id} at {redact(settings.tracking_uri)}; model {result.model_uri}")
     return 0
 
