@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # studi
 
 
 tune = tune_command  # `python -m ray_msa.tune` in a test's folder, joining the run's cluster
+MOSI_SAMPLE = Path(__file__).parent / "data" / "mosi_sample"
 
 
 def runs_by_role(tracking_uri: str, experiment: str) -> dict[str, list]:
@@ -30,10 +32,11 @@ def runs_by_role(tracking_uri: str, experiment: str) -> dict[str, list]:
     return out
 
 
-def test_study_on_embedded_mosi_records_the_tree(tmp_path):
+def test_study_on_mosi_records_the_tree(tmp_path):
+    """On the committed MOSI slice (real text, audio and vision of five videos), the default architecture."""
     # half a CPU per worker: two trials, then the two seeds' retrainings, side by side on 2 cores
     args = ("--trials", "2", "--folds", "2", "--epochs", "1", "--test-seeds", "2", "--cpus-per-worker", "0.5")
-    done = tune("mosi", *args, cwd=tmp_path)
+    done = tune("mosi", "--data", str(MOSI_SAMPLE), *args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Has0_Acc2" in done.stdout and "test mean ± std over 2 seeds [95% CI]" in done.stdout
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
@@ -46,7 +49,7 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
     seeds = sorted(runs["final"], key=lambda r: int(r.data.tags["seed"]))
     assert [r.data.tags["seed"] for r in seeds] == ["0", "1"]
     assert all(r.data.tags["mlflow.parentRunId"] == study.info.run_id for r in seeds)
-    test_split = load_dataset("mosi").splits["test"]
+    test_split = load_dataset("mosi", MOSI_SAMPLE).splits["test"]
     per_seed = []
     for run in seeds:
         path = MlflowClient(uri).download_artifacts(run.info.run_id, "test_predictions.csv", str(tmp_path))
@@ -89,7 +92,7 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
     assert len(model_runs) == 1
     mlflow.set_tracking_uri(uri)
     model = mlflow.pytorch.load_model(model_runs[0].model_uri)
-    test = prepare_text(load_dataset("mosi"), "frozen").splits["test"]
+    test = prepare_text(load_dataset("mosi", MOSI_SAMPLE), "frozen").splits["test"]
     batch = next(batches(test, in_order(np.arange(8), 8)))
     assert model(batch).prediction.shape == (8,)
     # the comparison table reads the same store
@@ -105,7 +108,8 @@ def test_study_on_embedded_mosi_records_the_tree(tmp_path):
     # number exactly, as a new run beside the study, which compare then shows
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     again = subprocess.run(
-        [sys.executable, "-m", "ray_msa.retest", study.info.run_id, "--test-seeds", "2", "--cpus-per-worker", "0.5"],
+        [sys.executable, "-m", "ray_msa.retest", study.info.run_id, "--data", str(MOSI_SAMPLE)]
+        + ["--test-seeds", "2", "--cpus-per-worker", "0.5"],
         cwd=tmp_path,
         env={**env, "RAY_MSA_STORAGE": str(tmp_path / "ray_results")},
         capture_output=True,
