@@ -329,8 +329,8 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
             if reported >= epochs:
                 return
 
+    reference = run_study_in_subprocess(straight_settings, tmp_path / "straight.pkl")
     try:
-        reference = run_study_in_subprocess(straight_settings, tmp_path / "straight.pkl")
         watcher = threading.Thread(target=kill_after_second_epoch, daemon=True)
         watcher.start()
         result = run_study(mosi_frozen, settings)
@@ -339,6 +339,8 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
         assert reference.returncode == 0, out[-3000:]
         straight = pickle.loads((tmp_path / "straight.pkl").read_bytes())
     finally:
+        if reference.poll() is None:  # the test failed first: its reference study goes too
+            reference.kill()
         ray.shutdown()
     assert killed, "the trial's worker finished before it could be killed"
     assert result.test == straight.test  # the same final model
