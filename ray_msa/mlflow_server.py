@@ -39,6 +39,10 @@ def server_command(root: Path, host: str = DEFAULT_HOST, port: int = 5000, store
         str(port),
         "--workers",
         "2",
+        # uvicorn restarts a worker that has not answered its health check in 5 s; on a loaded head node
+        # loading MLflow's app takes longer, and the server restarted its workers forever without serving
+        "--uvicorn-opts",
+        "--timeout-worker-healthcheck 120",
     ]
 
 

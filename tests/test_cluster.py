@@ -129,23 +129,26 @@ def test_mlflow_server_binds_loopback_by_default(tmp_path):
     import urllib.request
 
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "ray_msa.mlflow_server", "--port", str(port), "--root", str(tmp_path / "mlflow")],
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = tmp_path / "server.log"  # a file, not a pipe: unread, a pipe stalled the server's workers
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ray_msa.mlflow_server", "--port", str(port), "--root", str(tmp_path / "mlflow")],
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            process_group=0,  # its own group, to stop it with its workers (a new session left them hanging)
+        )
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
+        deadline = time.time() + 240  # its start-up took over 90 s on 2 loaded cores
+        while time.time() < deadline and server.poll() is None:
             try:
                 if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
                     break
             except OSError:
                 time.sleep(1)
         else:
-            pytest.fail("MLflow server did not answer")
+            pytest.fail(f"MLflow server did not answer: {log.read_text()[-2000:]}")
         assert listening_addresses(port) == {"127.0.0.1"}
         tracker = Tracker(f"http://127.0.0.1:{port}")
         run = tracker.start(tracker.experiment("bind-check"), "r", {})
