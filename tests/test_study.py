@@ -152,15 +152,16 @@ def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
     """Tune's time budget ends the study mid-fold: the cut trial is closed in MLflow (KILLED,
     tagged), the best of what ran is retrained, and the study run finishes."""
     space = tmp_path / "endless.yaml"
+    # long enough for the first trial to report before the cut: its start-up took over 45 s on a loaded machine
     space.write_text(
-        "study: {time_budget_min: 0.75}\n"
+        "study: {time_budget_min: 1.25}\n"
         "train: {max_epochs: 100000, patience: 100000, batch_size: 32}\n"
         "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
     )
     args = ("--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space), "--test-seeds", "1")
     done = tune("mosi", *args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "time budget of 0.75 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
+    assert "time budget of 1.25 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
     runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosi")
     assert runs["study"][0].info.status == "FINISHED"
     assert not [r for group in runs.values() for r in group if r.info.status == "RUNNING"]
