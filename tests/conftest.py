@@ -148,22 +148,25 @@ def stop_head(head: subprocess.Popen, port: int) -> None:
         current.unlink()
 
 
+def study_env(cwd: Path, **extra_env: str) -> dict[str, str]:
+    """A study subprocess's environment: this one's (with the run's RAY_ADDRESS) less the tracking URI that
+    mlflow.set_tracking_uri exports, its Ray results in `cwd`."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "RAY_MSA_STORAGE": str(cwd / "ray_results"), **extra_env}
+
+
 def tune_command(*args: str, cwd: Path, timeout: int = 900, **extra_env: str) -> subprocess.CompletedProcess:
     """`python -m ray_msa.tune ARGS` in `cwd` (its store there), joining the run's cluster (RAY_ADDRESS)."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow.set_tracking_uri exports it
-    env.update(RAY_MSA_STORAGE=str(cwd / "ray_results"), **extra_env)
+    env = study_env(cwd, **extra_env)
     command = [sys.executable, "-m", "ray_msa.tune", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def start_tune(*args: str, cwd: Path, log: Path, **extra_env: str) -> subprocess.Popen:
     """`python -m ray_msa.tune ARGS` started in `cwd`, its output (stdout and stderr) going to the file `log`."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(RAY_MSA_STORAGE=str(cwd / "ray_results"), **extra_env)
+    command = [sys.executable, "-u", "-m", "ray_msa.tune", *args]
     with log.open("w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-u", "-m", "ray_msa.tune", *args], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+        return subprocess.Popen(command, cwd=cwd, env=study_env(cwd, **extra_env), stdout=out, stderr=subprocess.STDOUT)
 
 
 def trials_in(output: str) -> tuple[list[str], list[str]]:

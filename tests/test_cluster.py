@@ -396,17 +396,6 @@ def run_study_in_subprocess(settings, result_path: Path) -> subprocess.Popen:
     return subprocess.Popen(command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def tune_process(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-u", "-m", "ray_msa.tune", *args],
-        cwd=cwd,
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def cv_lines(output: str) -> list[str]:
     """The final table's metric rows without their test column, and the best configuration."""
     lines = output.splitlines()
