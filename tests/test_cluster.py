@@ -296,7 +296,6 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     reports from the next epoch on, and reports exactly what an unkilled run of the same seed reports;
     MLflow holds one run per fold with every epoch's metrics once, equal to the unkilled run's."""
     import ray
-    from ray.util.state import list_actors
 
     from ray_msa.study import run_study
 
@@ -307,29 +306,42 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     settings = _study_settings(killed_dir, train=train, max_failures=2, test_seeds=1, cpus_per_worker=0.5)
     straight_settings = _study_settings(straight_dir, train=train, test_seeds=1, cpus_per_worker=0.5)
     killed: list[int] = []
-    ray.init(logging_level="WARNING")  # the test run's cluster
-    job = ray.get_runtime_context().get_job_id()  # this study's actors, not the reference's
+    paused = tmp_path / "paused"  # the pid of the worker that paused; created once, by one worker only
+
+    def pause_after_second_epoch() -> None:
+        # runs in every process of this test's Ray job (not the reference's): the trial's worker, once its second
+        # epoch is reported, waits to be killed. A kill timed from outside raced the ten half-second epochs
+        import ray.train
+
+        report = ray.train.report
+
+        def report_then_pause(metrics: dict, *args, **kwargs) -> None:
+            report(metrics, *args, **kwargs)
+            if metrics.get("epoch") != 2 or "worker_started_at" not in metrics:
+                return  # not the second epoch of a trial's cross-validation
+            try:
+                with open(paused, "x") as mark:  # the restarted worker and the final training do not pause
+                    mark.write(str(os.getpid()))
+            except FileExistsError:
+                return
+            time.sleep(600)
+
+        ray.train.report = report_then_pause
+
+    ray.init(logging_level="WARNING", runtime_env={"worker_process_setup_hook": pause_after_second_epoch})
 
     def kill_after_second_epoch() -> None:
-        # the trial's worker is looked up before it reports (the state API can take seconds on a loaded machine,
-        # and ten epochs take about five): the kill then follows the second report within a poll. Ray Train
-        # registers a checkpoint when its controller collects the report (Tune then writes it to result.json);
-        # a worker killed before that loses it, and its restart rightly starts from scratch
-        deadline, pid = time.time() + 600, None
-        mine = [("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE"), ("job_id", "=", job)]
-        while time.time() < deadline and pid is None:
-            time.sleep(0.2)
-            alive = list_actors(filters=mine, detail=True)
-            pid = alive[0].pid if alive else None
-        while time.time() < deadline and pid is not None:
-            time.sleep(0.02)
+        # Ray Train registers a checkpoint when its controller collects the report, and Tune then writes the
+        # report to result.json: the kill waits for that, or the restart would rightly start from scratch
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            time.sleep(0.1)
             results = list(Path(settings.storage).glob("*/*/result.json"))
             reported = len(results[0].read_text().splitlines()) if results else 0
-            if 2 <= reported < epochs:  # only the trial's worker: not one of the final training
+            if paused.exists() and paused.read_text() and reported == 2:
+                pid = int(paused.read_text())
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
-                return
-            if reported >= epochs:
                 return
 
     reference = run_study_in_subprocess(straight_settings, tmp_path / "straight.pkl")
@@ -345,7 +357,7 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
         if reference.poll() is None:  # the test failed first: its reference study goes too
             reference.kill()
         ray.shutdown()
-    assert killed, "the trial's worker finished before it could be killed"
+    assert killed, "the trial's worker did not pause after its second epoch"
     assert result.test == straight.test  # the same final model
 
     # Tune's record of the trial's reports, by worker attempt (each worker notes when it started)
@@ -356,6 +368,7 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     first, second = (attempts[k] for k in sorted(attempts))
     assert len(attempts) == 2 and [r["epoch"] for r in first] == list(range(1, len(first) + 1))
     resumed_after = first[-1]["epoch"]  # the killed worker's last report, and its checkpoint
+    assert resumed_after == 2
     assert [r["epoch"] for r in second] == list(range(resumed_after + 1, epochs + 1))  # not from epoch 1 again
     (trial,) = runs_of(settings.tracking_uri, "trial")
     assert trial.data.tags["resumed_from_epoch"] == str(resumed_after)
