@@ -28,11 +28,11 @@ def bench_worker(config: dict) -> None:
 
     from ray_msa.data.folds import development_pool
     from ray_msa.train.loop import new_engine, train_epoch
-    from ray_msa.train.workers import quiet_ray_train, ray_context
+    from ray_msa.train.workers import from_loop_config, quiet_ray_train, ray_context
 
     quiet_ray_train()
     started = time.time()
-    trial, run = config["trial"], config["run"]
+    trial, run = from_loop_config(config)
     torch.set_num_threads(run.threads)
     dataset = ray.get(run.dataset_ref[0])
     ctx = ray_context()
@@ -191,6 +191,7 @@ def main() -> None:
     from ray_msa.search_space import load_space
     from ray_msa.study import default_storage, plan_resources
     from ray_msa.trial import RunContext
+    from ray_msa.train.workers import loop_config
 
     space = load_space(args.arch)
     dataset = load(args.data, args.text)
@@ -212,7 +213,7 @@ def main() -> None:
                 {"engine": engine, "batch_size": args.batch_size, "max_epochs": args.epochs},
                 TextConfig(mode=args.text),
             )
-            config = {"trial": trial, "run": RunContext(trial_name="bench", dataset_ref=dataset_ref, threads=threads)}
+            config = loop_config(trial, RunContext(trial_name="bench", dataset_ref=dataset_ref, threads=threads))
             fit_started = time.time()
             result = TorchTrainer(
                 bench_worker,

@@ -47,7 +47,7 @@ from ray_msa.statistics import t_interval
 from ray_msa.study_plots import log_study_plots, optuna_study
 from ray_msa.study_progress import StudyCallback, close_cut_trials
 from ray_msa.tracking import Tracker, git_commit, redact
-from ray_msa.train.workers import cross_validate_worker, final_train_worker, load_checkpoint_state
+from ray_msa.train.workers import cross_validate_worker, final_train_worker, load_checkpoint_state, loop_config
 from ray_msa.trial import RunContext, TrialConfig
 
 TRIAL_CPU = 0.5  # the Tune trial actor only waits on its Ray Train run
@@ -251,15 +251,24 @@ def _write_record(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+class StudyTrainer(TorchTrainer):
+    """A TorchTrainer without Ray Data's callback: the dataset travels through the object store, never as a Ray
+    Dataset, and the callback starts a DatasetManager actor (one more Python process) in every run regardless."""
+
+    def _create_default_callbacks(self) -> list:
+        callbacks = super()._create_default_callbacks()
+        return [c for c in callbacks if self.datasets or type(c).__name__ != "DatasetsCallback"]
+
+
 def trainer(entry: Callable, trial: TrialConfig, run: RunContext, plan: Plan, name: str, in_tune: bool) -> TorchTrainer:
     """The one TorchTrainer factory: a trial's CV (inside Tune) or the final retraining."""
     fault_tolerance = {
         "checkpoint_config": CheckpointConfig(num_to_keep=1),
         "failure_config": FailureConfig(max_failures=plan.max_failures),
     }
-    return TorchTrainer(
+    return StudyTrainer(
         entry,
-        train_loop_config={"trial": trial, "run": run},
+        train_loop_config=loop_config(trial, run),
         scaling_config=ScalingConfig(
             num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker=plan.worker_resources
         ),

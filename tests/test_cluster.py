@@ -458,10 +458,12 @@ def test_an_interrupted_study_resumes_to_the_same_table(synthetic_studies: Synth
 
 
 @pytest.mark.slow
-def test_ray_job_submit_runs_a_study(tmp_path):
+def test_ray_job_submit_runs_a_study_that_its_time_budget_cuts(tmp_path):
     """`ray start --head` with token authentication (a head of its own: the test run's cluster has none) then
     `ray job submit --working-dir . -- python -m ray_msa.tune mosi`; the dashboard binds loopback only and
-    refuses a wrong token."""
+    refuses a wrong token. The submitted study's time budget ends it mid-fold (one study for both promises: each
+    costs a minute of Ray start-up): the cut trials are closed in MLflow (KILLED, tagged), the best of what ran
+    is retrained, and the study run finishes."""
     import secrets
 
     port, dashboard = free_port(), free_port()
@@ -493,6 +495,14 @@ def test_ray_job_submit_runs_a_study(tmp_path):
     while not listening_addresses(dashboard) and time.time() < deadline and head.poll() is None:
         time.sleep(0.5)
     assert head.poll() is None, "ray start --head ended early"
+    space = tmp_path / "endless.yaml"
+    # long enough for the first trial to report before the cut: its start-up took over 45 s on a loaded machine
+    space.write_text(
+        "study: {time_budget_min: 1.25}\n"
+        "train: {max_epochs: 100000, patience: 100000, batch_size: 32}\n"
+        "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
+    )
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     try:
         assert listening_addresses(dashboard) == {"127.0.0.1"}
         submit = [
@@ -511,17 +521,17 @@ def test_ray_job_submit_runs_a_study(tmp_path):
             "--arch",
             "lf_dnn",
             "--trials",
-            "1",
+            "2",
             "--folds",
             "2",
-            "--epochs",
-            "1",
+            "--space",
+            str(space),
             "--test-seeds",
             "1",
             "--storage",
             str(tmp_path / "ray_results"),
             "--tracking-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
+            uri,
         ]
         agent_deadline = time.time() + 120
         while True:  # the dashboard listens before its job agent has registered: that refusal submits nothing
@@ -530,8 +540,16 @@ def test_ray_job_submit_runs_a_study(tmp_path):
                 break
             time.sleep(2)
         assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
-        assert "succeeded" in job.stdout and "lf_dnn on mosi: 1 trials x 2 folds" in job.stdout
-        assert len(runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "fold")) == 2
+        assert "succeeded" in job.stdout and "lf_dnn on mosi: " in job.stdout
+        assert "time budget of 1.25 min used" in job.stdout and "cut mid-trial (KILLED in MLflow)" in job.stdout
+        (study,) = runs_of(uri, "study")
+        trials, folds = runs_of(uri, "trial"), runs_of(uri, "fold")
+        assert study.info.status == "FINISHED" and len(folds) == 2 * len(trials) and runs_of(uri, "final")
+        assert not [r for r in [study, *trials, *folds] if r.info.status == "RUNNING"]
+        cut = [r for r in trials if r.data.tags.get("stopped_by") == "time budget"]
+        assert cut and all(r.info.status == "KILLED" for r in cut)
+        cut_ids = {c.info.run_id for c in cut}
+        assert all(f.info.status == "KILLED" for f in folds if f.data.tags["mlflow.parentRunId"] in cut_ids)
         stranger = subprocess.run(
             [*RAY, "job", "list", "--address", f"http://127.0.0.1:{dashboard}"],
             env={**env, "RAY_AUTH_TOKEN": "wrong"},
@@ -540,7 +558,7 @@ def test_ray_job_submit_runs_a_study(tmp_path):
             timeout=120,
         )
         assert stranger.returncode != 0  # without the cluster's token, no access
-        params = json.dumps([r.data.params for r in runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "trial")])
+        params = json.dumps([r.data.params for r in trials])
         assert token.read_text() not in params
     finally:
         stop_head(head, port)

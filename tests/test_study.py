@@ -148,32 +148,6 @@ def test_text_only_label_csv_directory(synthetic_studies: SyntheticStudies):
     assert len(runs["trial"]) == 3 and len(runs["fold"]) == 6
 
 
-def test_a_time_budget_cut_leaves_no_run_running(tmp_path):
-    """Tune's time budget ends the study mid-fold: the cut trial is closed in MLflow (KILLED,
-    tagged), the best of what ran is retrained, and the study run finishes."""
-    space = tmp_path / "endless.yaml"
-    # long enough for the first trial to report before the cut: its start-up took over 45 s on a loaded machine
-    space.write_text(
-        "study: {time_budget_min: 1.25}\n"
-        "train: {max_epochs: 100000, patience: 100000, batch_size: 32}\n"
-        "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
-    )
-    args = ("--arch", "lf_dnn", "--trials", "2", "--folds", "2", "--space", str(space), "--test-seeds", "1")
-    done = tune("mosi", *args, cwd=tmp_path)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "time budget of 1.25 min used" in done.stdout and "cut mid-trial (KILLED in MLflow)" in done.stdout
-    runs = runs_by_role(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}", "ray_msa-mosi")
-    assert runs["study"][0].info.status == "FINISHED"
-    assert not [r for group in runs.values() for r in group if r.info.status == "RUNNING"]
-    cut = [r for r in runs["trial"] if r.data.tags.get("stopped_by") == "time budget"]
-    assert cut and all(r.info.status == "KILLED" for r in cut)
-    assert all(
-        r.info.status == "KILLED"
-        for r in runs["fold"]
-        if r.data.tags["mlflow.parentRunId"] in {c.info.run_id for c in cut}
-    )
-
-
 def test_the_test_labels_never_change_a_choice(synthetic_studies: SyntheticStudies):
     """The same study twice, the second time with the test split's labels shuffled (and stopped and resumed on
     the way): every choice (each trial's CV, TPE's proposal from them, the best configuration, the refit's epoch

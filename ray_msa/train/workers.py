@@ -1,6 +1,6 @@
 """Ray Train entry points: a worker of a trial's cross-validation, or of the final retraining.
 
-Each gets `{"trial": TrialConfig, "run": RunContext}` as its train-loop config, fetches the
+Each gets its TrialConfig and RunContext through `loop_config` as its train-loop config, fetches the
 dataset from the object store (a worker on another node converts its own HDF5 cache), runs
 the loop of `loop.py` and reports through Ray Train, with checkpoints that `torch.load`
 reads back with `weights_only=True`.
@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import ray
+import ray.cloudpickle
 import ray.train
 import ray.train.torch
 import torch
@@ -40,8 +42,21 @@ def quiet_ray_train() -> None:
     logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
 
 
+def loop_config(trial: TrialConfig, run: RunContext) -> dict[str, Any]:
+    """The train-loop config of a Ray Train run. Its controller actor holds the config but never runs the loop:
+    the trial and run travel pickled, so that it does not import the models and scikit-learn to unpickle them
+    (seconds of CPU in every run's start-up); the dataset's ObjectRef travels beside them, where Ray tracks it."""
+    trial_and_run = ray.cloudpickle.dumps((trial, replace(run, dataset_ref=None)))
+    return {"trial_and_run": trial_and_run, "dataset_ref": run.dataset_ref}
+
+
+def from_loop_config(config: dict[str, Any]) -> tuple[TrialConfig, RunContext]:
+    trial, run = ray.cloudpickle.loads(config["trial_and_run"])
+    return trial, replace(run, dataset_ref=config["dataset_ref"])
+
+
 def _setup(config: dict[str, Any]) -> tuple[TrialConfig, RunContext, MSADataset, WorkerContext, Tracker | None]:
-    trial, run = config["trial"], config["run"]
+    trial, run = from_loop_config(config)
     quiet_ray_train()
     torch.set_num_threads(run.threads)
     dataset = ray.get(run.dataset_ref[0])
