@@ -98,12 +98,12 @@ GPU_PLAN = Plan(
 # tiny: every row and check on two CPU cores in seconds
 CPU_PLAN = Plan(
     shapes={"text": (12, 32), "audio": (30, 12), "vision": (30, 10)},
-    sizes=(160, 32, 16),
+    sizes=(96, 16, 16),
     batch_size=16,
     warmup_batches=2,
-    epochs=2,
+    epochs=1,
     target_s=None,
-    stats_samples=192,
+    stats_samples=112,
     models={"mtl": {"hidden": 16, "heads": 2, "ffn": 32}, "mult": {"dim": 8, "heads": 2, "layers": 2}},
 )
 
