@@ -190,8 +190,8 @@ def main() -> None:
     from ray_msa.config import TextConfig
     from ray_msa.search_space import load_space
     from ray_msa.study import default_storage, plan_resources
-    from ray_msa.trial import RunContext
     from ray_msa.train.workers import loop_config
+    from ray_msa.trial import RunContext
 
     space = load_space(args.arch)
     dataset = load(args.data, args.text)
