@@ -42,19 +42,6 @@ SHARED = ROOT.parent / "shared" / "data"
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command of this interpreter, wherever PATH points
 
 
-RAY_FIXTURES = {"ray_cluster", "synthetic_studies"}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist's `--dist loadgroup` (pyproject's addopts), every test that runs Ray goes to one
-    process, which alone starts the run's cluster; the other tests (one process, one thread each) run beside it
-    on the core the Ray studies leave idle part of the time."""
-    for item in items:
-        module = getattr(item.module, "__name__", "")
-        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())) or module in ("test_cluster", "test_study"):
-            item.add_marker(pytest.mark.xdist_group("ray"))
-
-
 @pytest.fixture(scope="session")
 def shared_mosi() -> Path:
     """The full real CMU-MOSI files beside the checkout (not on a user's machine): only for the tests that
