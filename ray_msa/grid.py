@@ -2,9 +2,9 @@
 runner behind `sweep` (one or two settings varied) and any caller that compares fixed points.
 
 One Ray Tune `Tuner` grid-searches over the point names (no search algorithm, no scheduler:
-every point runs to its last epoch), and each Tune trial is one Ray Train run of
-`cross_validate_worker`, made by the study's own `trainer()` and fitted to the cluster by the
-study's `plan_cluster`, so points run side by side as a study's trials would. MLflow: a parent run
+every point runs to its last epoch), and each Tune trial is one cross-validation run as a study's trial runs
+(`cross_validate_trial`: in the trial's process with one CPU worker, else a Ray Train run), fitted to the cluster
+by the study's `plan_cluster`, so points run side by side as a study's trials would. MLflow: a parent run
 (the caller's role) in `ray_msa-<dataset>`, a child per point (role `<role>-point`, tag
 `point`, the point's resolved parameters), the fold runs under each child.
 """
@@ -23,10 +23,9 @@ from ray import tune
 from ray_msa.data.dataset import MSADataset
 from ray_msa.metrics import DEFAULT_METRIC
 from ray_msa.search_space import SpaceFile
-from ray_msa.study import TRIAL_CPU, Plan, StudySettings, plan_cluster, trainer
+from ray_msa.study import Plan, StudySettings, cross_validate_trial, plan_cluster, tune_fault_tolerance
 from ray_msa.study_progress import StudyCallback, close_stopped_trial
 from ray_msa.tracking import Tracker, git_commit
-from ray_msa.train.workers import cross_validate_worker
 from ray_msa.trial import RunContext, TrialConfig
 
 
@@ -67,7 +66,7 @@ def _trial_dirname(trial: Any) -> str:
 
 
 def run_point(config: dict[str, Any], dataset_ref: list, context: dict[str, Any]) -> None:
-    """Tune trainable: one point = its MLflow child run + one Ray Train run of its K folds."""
+    """Tune trainable: one point = its MLflow child run + the cross-validation of its K folds."""
     name, plan = config["point"], context["plan"]
     trial = context["points"][name].with_train(engine=plan.engine)
     tracker = Tracker(context["tracking_uri"])
@@ -76,7 +75,7 @@ def run_point(config: dict[str, Any], dataset_ref: list, context: dict[str, Any]
     run = RunContext(context["tracking_uri"], context["parent"], child, name, dataset_ref, plan.threads)
     run_name = f"{context['name']}-{tune.get_context().get_trial_id()}"
     try:
-        trainer(cross_validate_worker, trial, run, plan, run_name, in_tune=True).fit()
+        cross_validate_trial(trial, run, plan, run_name)
     except BaseException:  # never leave the point or its folds RUNNING
         close_stopped_trial(tracker, child, "error", "FAILED")
         raise
@@ -180,7 +179,7 @@ def run_points(
             "tracking_uri": tracking_uri,
         }
         trainable = tune.with_resources(
-            tune.with_parameters(run_point, dataset_ref=dataset_ref, context=context), {"cpu": TRIAL_CPU}
+            tune.with_parameters(run_point, dataset_ref=dataset_ref, context=context), plan.trial_resources
         )
         tuner = tune.Tuner(
             trainable,
@@ -189,7 +188,11 @@ def run_points(
                 num_samples=1, max_concurrent_trials=plan.concurrent, trial_dirname_creator=_trial_dirname
             ),
             run_config=tune.RunConfig(
-                name=name, storage_path=storage, callbacks=[StudyCallback(tracker, metric, len(points))], verbose=0
+                name=name,
+                storage_path=storage,
+                callbacks=[StudyCallback(tracker, metric, len(points))],
+                verbose=0,
+                **tune_fault_tolerance(plan),
             ),
         )
         grid = tuner.fit()

@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", help="the study's data folder (default: the embedded copy or $RAY_MSA_DATA)")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers per seed (default 1)")
     parser.add_argument("--cpus-per-worker", type=float)
+    parser.add_argument(
+        "--engine", choices=("ddp", "deepspeed"), help="as tune's: a Ray Train run per seed with this engine"
+    )
     parser.add_argument("--storage", help="Ray results directory (default ./ray_results)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     return parser.parse_args(argv)
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             tracking_uri=uri,
             storage=args.storage or default_storage(),
             cpus_per_worker=args.cpus_per_worker,
+            engine=args.engine,
         )
         plan = plan_cluster(settings)
         trial = trial.with_train(seed=seed, final=final, engine=plan.engine)

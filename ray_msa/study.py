@@ -47,10 +47,17 @@ from ray_msa.statistics import t_interval
 from ray_msa.study_plots import log_study_plots, optuna_study
 from ray_msa.study_progress import StudyCallback, close_cut_trials
 from ray_msa.tracking import Tracker, git_commit, redact
-from ray_msa.train.workers import cross_validate_worker, final_train_worker, load_checkpoint_state, loop_config
+from ray_msa.train.workers import (
+    cross_validate_in_trial,
+    cross_validate_worker,
+    final_train_in_task,
+    final_train_worker,
+    load_checkpoint_state,
+    loop_config,
+)
 from ray_msa.trial import RunContext, TrialConfig
 
-TRIAL_CPU = 0.5  # the Tune trial actor only waits on its Ray Train run
+TRIAL_CPU = 0.5  # a Tune trial actor that only waits on its Ray Train run
 RECORDS = "ray_msa_studies"  # <storage>/ray_msa_studies/<study>.json: what --resume needs
 
 
@@ -134,10 +141,22 @@ class Plan:
     workers: int
     storage: str
     max_failures: int
+    in_trial: bool  # one CPU worker, no engine named: trials train in their own process, the final model in a task
 
     @property
     def worker_resources(self) -> dict[str, float]:
         return {"CPU": self.cpus_per_worker, **({"GPU": 1} if self.use_gpu else {})}
+
+    @property
+    def trial_resources(self) -> dict[str, float]:
+        """A Tune trial's: its worker's CPUs too when it trains itself (the same CPUs in all as a Ray Train run's)."""
+        return {"cpu": TRIAL_CPU + (self.cpus_per_worker if self.in_trial else 0.0)}
+
+    @property
+    def trial_failures(self) -> int:
+        """Restarts of a trial by Tune: those of its own process when it trains itself; Ray Train restarts its
+        workers (a Tune restart on top would run a failing trial again max_failures² times)."""
+        return self.max_failures if self.in_trial else 0
 
 
 @dataclass
@@ -280,8 +299,24 @@ def trainer(entry: Callable, trial: TrialConfig, run: RunContext, plan: Plan, na
     )
 
 
+def cross_validate_trial(trial: TrialConfig, run: RunContext, plan: Plan, name: str) -> None:
+    """A Tune trial's K-fold cross-validation: in its own process (one CPU worker), else as Ray Train run `name`."""
+    if plan.in_trial:
+        cross_validate_in_trial(trial, run)
+    else:
+        trainer(cross_validate_worker, trial, run, plan, name, in_tune=True).fit()
+
+
+def tune_fault_tolerance(plan: Plan) -> dict[str, Any]:
+    """Tune's checkpoint and failure settings of a study's or a grid's trials."""
+    return {
+        "checkpoint_config": tune.CheckpointConfig(num_to_keep=1),
+        "failure_config": tune.FailureConfig(max_failures=plan.trial_failures),
+    }
+
+
 def run_trial(sampled: dict[str, Any], dataset_ref: list, context: dict[str, Any]) -> None:
-    """Tune trainable: one trial = one Ray Train run of the K-fold cross-validation."""
+    """Tune trainable: one trial = the K-fold cross-validation of one sampled configuration."""
     settings: StudySettings = context["settings"]
     plan: Plan = context["plan"]
     trial = settings.space.build(sampled, {**settings.flags, "engine": plan.engine}, settings.text)
@@ -294,7 +329,7 @@ def run_trial(sampled: dict[str, Any], dataset_ref: list, context: dict[str, Any
     run = RunContext(
         settings.tracking_uri, context["study_run_id"], trial_run, f"trial {number}", dataset_ref, plan.threads
     )
-    trainer(cross_validate_worker, trial, run, plan, f"{context['study_name']}-{trial_id}", in_tune=True).fit()
+    cross_validate_trial(trial, run, plan, f"{context['study_name']}-{trial_id}")
 
 
 def _open_study(
@@ -385,6 +420,7 @@ def plan_cluster(settings: StudySettings) -> Plan:
         settings.workers,
         settings.storage,
         settings.max_failures,
+        in_trial=settings.workers == 1 and not use_gpu and settings.engine is None,
     )
     print(
         f"resources: {total_cpus:g} CPUs, {gpus:g} GPUs; {settings.workers} worker(s) x {per_worker:g} CPU "
@@ -429,7 +465,7 @@ def _tuner(
         "data_input": data_input,
     }
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, dataset_ref=dataset_ref, context=context), {"cpu": TRIAL_CPU}
+        tune.with_parameters(run_trial, dataset_ref=dataset_ref, context=context), plan.trial_resources
     )
     experiment_path = Path(settings.storage) / study.name
     if resume and tune.Tuner.can_restore(str(experiment_path)):
@@ -447,7 +483,13 @@ def _tuner(
             search_alg=OptunaSearch(sampler=sampler, points_to_evaluate=list(settings.space.start) or None),
             scheduler=scheduler,
         ),
-        run_config=tune.RunConfig(name=study.name, storage_path=settings.storage, callbacks=[callback], verbose=0),
+        run_config=tune.RunConfig(
+            name=study.name,
+            storage_path=settings.storage,
+            callbacks=[callback],
+            verbose=0,
+            **tune_fault_tolerance(plan),
+        ),
     )
 
 
@@ -502,14 +544,13 @@ def _final_training(
         tracker.params(child, seeded.params())
         context = replace(run, trial_run_id=child, trial_name=f"final seed {seed}")
         try:
-            result = trainer(final_train_worker, seeded, context, plan, f"{study_name}-final-{seed}", False).fit()
+            test, weights = _train_final(seeded, context, plan, f"{study_name}-final-{seed}", k == 0)
         except BaseException:
             tracker.finish(child, "FAILED")
             raise
-        test = {m[len("test_") :]: float(v) for m, v in result.metrics.items() if m.startswith("test_")}
         tracker.metrics(child, {f"test_{m}": v for m, v in test.items()})
         tracker.finish(child)
-        return test, result.checkpoint if k == 0 else None  # the first seed's model is the one logged
+        return test, weights
 
     side_by_side = min(seeds, plan.concurrent)
     if side_by_side > 1:
@@ -518,7 +559,21 @@ def _final_training(
     else:  # one at a time: in this thread, as Ray Train's driver expects by default
         results = [one(k) for k in range(seeds)]
     per_seed = {name: [test[name] for test, _ in results] for name in results[0][0]}
-    return per_seed, load_checkpoint_state(results[0][1])
+    return per_seed, results[0][1]  # the first seed's model is the one logged
+
+
+def _train_final(trial: TrialConfig, run: RunContext, plan: Plan, name: str, weights: bool) -> tuple[dict, dict | None]:
+    """One final model trained and tested: in a Ray task (one CPU worker), else as Ray Train run `name`:
+    (test metric -> value, its weights if asked for)."""
+    if plan.in_trial:
+        task = ray.remote(final_train_in_task).options(
+            num_cpus=TRIAL_CPU + plan.cpus_per_worker, max_retries=plan.max_failures
+        )
+        test, state = ray.get(task.remote(trial, run))
+        return {m: float(v) for m, v in test.items()}, state if weights else None
+    result = trainer(final_train_worker, trial, run, plan, name, in_tune=False).fit()
+    test = {m[len("test_") :]: float(v) for m, v in result.metrics.items() if m.startswith("test_")}
+    return test, load_checkpoint_state(result.checkpoint) if weights else None
 
 
 def final_evaluation(

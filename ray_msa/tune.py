@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--engine",
         choices=("ddp", "deepspeed"),
-        help="training engine (default: deepspeed when workers get GPUs, ddp on CPU)",
+        help="training engine of a Ray Train run per trial (default: deepspeed when workers get GPUs, ddp on CPU; "
+        "one CPU worker without --engine trains in the trial's own process, no Ray Train run)",
     )
     gpu = parser.add_mutually_exclusive_group()
     gpu.add_argument(

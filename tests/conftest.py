@@ -195,7 +195,9 @@ class SyntheticStudies:
     stopped early (no pruner, patience past the last epoch), one test seed. The first runs straight through. Its
     twin reads the same folder with the test split's labels shuffled, is stopped by SIGTERM once its second trial
     has checkpointed an epoch, and is continued with --resume. The orchestration tests compare the two: the test
-    labels never change a choice; an interrupted study resumes to the choices and the model it would have made."""
+    labels never change a choice; an interrupted study resumes to the choices and the model it would have made.
+    The first trains each trial in the trial's own process (one CPU worker), the twin names `--engine ddp` and so
+    runs every trial and the final training as Ray Train runs: the same numbers from both paths are part of it."""
 
     EPOCHS = 20
 
@@ -231,6 +233,7 @@ class SyntheticStudies:
         straight = start_tune(*self.args(self.data), cwd=self.cwd, log=root / "study.log", **cached)
         storage = self.twin / "ray_results"
         twin_args = [*self.args(self.shuffled), "--storage", str(storage), "--tracking-uri", self.twin_uri]
+        twin_args += ["--engine", "ddp"]  # Ray Train runs
         twin = start_tune(*twin_args, cwd=self.twin, log=root / "stopped.log", **cached)
         stop_in_second_trial(twin, root / "stopped.log", storage)
         self.stopped = subprocess.CompletedProcess(twin.args, twin.returncode, (root / "stopped.log").read_text())

@@ -291,8 +291,9 @@ def trial_reports(storage: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_frozen, ray_cluster):
-    """SIGKILL the Ray Train worker after its second epoch (of ten): Ray Train starts a new worker,
-    which says it resumed after the last epoch the killed one reported (every epoch is checkpointed),
+    """SIGKILL the process that trains the trial (one CPU worker: the Tune trial's own) after its second epoch (of
+    ten): Tune starts the trial again, which says it resumed after the last epoch the killed process reported
+    (every epoch is checkpointed),
     reports from the next epoch on, and reports exactly what an unkilled run of the same seed reports;
     MLflow holds one run per fold with every epoch's metrics once, equal to the unkilled run's."""
     import ray
@@ -309,11 +310,11 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     paused = tmp_path / "paused"  # the pid of the worker that paused; created once, by one worker only
 
     def pause_after_second_epoch() -> None:
-        # runs in every process of this test's Ray job (not the reference's): the trial's worker, once its second
-        # epoch is reported, waits to be killed. A kill timed from outside raced the ten half-second epochs
-        import ray.train
+        # runs in every process of this test's Ray job (not the reference's): the trial's training process, once its
+        # second epoch is reported, waits to be killed. A kill timed from outside raced the ten half-second epochs
+        import ray.tune
 
-        report = ray.train.report
+        report = ray.tune.report
 
         def report_then_pause(metrics: dict, *args, **kwargs) -> None:
             report(metrics, *args, **kwargs)
@@ -326,13 +327,13 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
                 return
             time.sleep(600)
 
-        ray.train.report = report_then_pause
+        ray.tune.report = report_then_pause
 
     ray.init(logging_level="WARNING", runtime_env={"worker_process_setup_hook": pause_after_second_epoch})
 
     def kill_after_second_epoch() -> None:
-        # Ray Train registers a checkpoint when its controller collects the report, and Tune then writes the
-        # report to result.json: the kill waits for that, or the restart would rightly start from scratch
+        # Tune writes a report to result.json once it has registered the report's checkpoint: the kill waits for
+        # that, or the restart would rightly start from scratch
         deadline = time.time() + 600
         while time.time() < deadline:
             time.sleep(0.1)
@@ -357,7 +358,7 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
         if reference.poll() is None:  # the test failed first: its reference study goes too
             reference.kill()
         ray.shutdown()
-    assert killed, "the trial's worker did not pause after its second epoch"
+    assert killed, "the trial did not pause after its second epoch"
     assert result.test == straight.test  # the same final model
 
     # Tune's record of the trial's reports, by worker attempt (each worker notes when it started)

@@ -105,11 +105,12 @@ def test_study_on_mosi_records_the_tree(tmp_path):
     assert table.startswith("| arch | dataset |") and "| mtl | mosi | 2 |" in table
     assert render(rows, "csv").splitlines()[0].startswith("arch,dataset,folds,CV MAE")
     # retest: the study's best configuration trained again from its record reproduces each seed's test
-    # number exactly, as a new run beside the study, which compare then shows
+    # number exactly, as a new run beside the study, which compare then shows; the study trained its final models in
+    # Ray tasks (one CPU worker), the retest as Ray Train runs (--engine ddp): the same numbers
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     again = subprocess.run(
         [sys.executable, "-m", "ray_msa.retest", study.info.run_id, "--data", str(MOSI_SAMPLE)]
-        + ["--test-seeds", "2", "--cpus-per-worker", "0.5"],
+        + ["--test-seeds", "2", "--cpus-per-worker", "0.5", "--engine", "ddp"],
         cwd=tmp_path,
         env={**env, "RAY_MSA_STORAGE": str(tmp_path / "ray_results")},
         capture_output=True,
@@ -151,7 +152,8 @@ def test_text_only_label_csv_directory(synthetic_studies: SyntheticStudies):
 def test_the_test_labels_never_change_a_choice(synthetic_studies: SyntheticStudies):
     """The same study twice, the second time with the test split's labels shuffled (and stopped and resumed on
     the way): every choice (each trial's CV, TPE's proposal from them, the best configuration, the refit's epoch
-    count) is identical, and so is the final model's every test prediction; only the test numbers move."""
+    count) is identical, and so is the final model's every test prediction; only the test numbers move. The twin ran
+    as Ray Train runs and the first in its trials' own processes: neither path changes a number either."""
     twin = synthetic_studies
     assert twin.resumed.returncode == 0, twin.resumed.stdout[-3000:] + twin.resumed.stderr[-3000:]
     studies, predictions = [], []

@@ -1,9 +1,10 @@
-"""Ray Train entry points: a worker of a trial's cross-validation, or of the final retraining.
+"""Where a trial's cross-validation and the final training run on Ray: Ray Train workers (several workers, GPUs,
+DeepSpeed), or with one CPU worker the Tune trial's own process and a Ray task.
 
-Each gets its TrialConfig and RunContext through `loop_config` as its train-loop config, fetches the
-dataset from the object store (a worker on another node converts its own HDF5 cache), runs
-the loop of `loop.py` and reports through Ray Train, with checkpoints that `torch.load`
-reads back with `weights_only=True`.
+A Ray Train worker gets its TrialConfig and RunContext through `loop_config` as its train-loop config. Each entry
+fetches the dataset from the object store (a worker on another node converts its own HDF5 cache), runs the loop of
+`loop.py` and reports through Ray Train or Tune, with checkpoints that `torch.load` reads back with
+`weights_only=True`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import ray
 import ray.cloudpickle
 import ray.train
 import ray.train.torch
+import ray.tune
 import torch
 
 from ray_msa.data.dataset import MSADataset
@@ -55,24 +57,23 @@ def from_loop_config(config: dict[str, Any]) -> tuple[TrialConfig, RunContext]:
     return trial, replace(run, dataset_ref=config["dataset_ref"])
 
 
-def _setup(config: dict[str, Any]) -> tuple[TrialConfig, RunContext, MSADataset, WorkerContext, Tracker | None]:
-    trial, run = from_loop_config(config)
-    quiet_ray_train()
+def _prepare(run: RunContext, ctx: WorkerContext) -> tuple[MSADataset, Tracker | None]:
     torch.set_num_threads(run.threads)
     dataset = ray.get(run.dataset_ref[0])
     ensure_cache_on_this_node(dataset)
-    ctx = ray_context()
     tracker = Tracker(run.tracking_uri) if ctx.is_chief and run.tracking_uri else None
-    return trial, run, dataset, ctx, tracker
+    return dataset, tracker
 
 
-def _checkpoint_report(metrics: dict[str, Any], state: dict[str, Any] | None, ctx: WorkerContext) -> None:
+def _report(api: Any, metrics: dict[str, Any], state: dict[str, Any] | None, ctx: WorkerContext) -> None:
+    """A report through `api` (the module `ray.train` in a Ray Train worker, `ray.tune` in a trial's own process,
+    looked up when called), with the chief's `state` as a checkpoint."""
     if state is None or not ctx.is_chief:
-        ray.train.report(metrics)
+        api.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(state, Path(tmp) / "state.pt")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        api.report(metrics, checkpoint=api.Checkpoint.from_directory(tmp))
 
 
 def load_checkpoint_state(checkpoint: Any) -> dict[str, Any] | None:
@@ -82,22 +83,38 @@ def load_checkpoint_state(checkpoint: Any) -> dict[str, Any] | None:
         return torch.load(Path(directory) / "state.pt", weights_only=True)
 
 
-def cross_validate_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker entry for one trial; resumes from the last Ray checkpoint."""
-    started = time.time()  # lets the driver separate Ray's start-up from training time
-    trial, run, dataset, ctx, tracker = _setup(config)
-    resume = load_checkpoint_state(ray.train.get_checkpoint())
+def _cross_validate(trial: TrialConfig, run: RunContext, ctx: WorkerContext, api: Any, started: float) -> None:
+    """The trial's folds, resumed from the last checkpoint `api` holds; every report says when this process
+    started (the driver separates Ray's start-up from training time, and a restart is told apart)."""
+    dataset, tracker = _prepare(run, ctx)
+    resume = load_checkpoint_state(api.get_checkpoint())
 
     def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-        _checkpoint_report({**metrics, "worker_started_at": started}, state, ctx)
+        _report(api, {**metrics, "worker_started_at": started}, state, ctx)
 
     run_cross_validation(trial, dataset, report, ctx, resume, tracker, run)
 
 
-def final_train_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker entry for the final model (`refit`: one model retrained on train+valid;
-    `ensemble`: the K fold models); reports test metrics and the weights."""
-    trial, run, dataset, ctx, tracker = _setup(config)
+def cross_validate_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker entry for one trial; resumes from the last Ray Train checkpoint."""
+    started = time.time()
+    trial, run = from_loop_config(config)
+    quiet_ray_train()
+    _cross_validate(trial, run, ray_context(), ray.train, started)
+
+
+def cross_validate_in_trial(trial: TrialConfig, run: RunContext) -> None:
+    """One CPU worker: the Tune trial's own process runs the folds. A Ray Train run for a world of one would add a
+    controller, a worker and their helpers (each a Python process importing torch) and a process group that
+    nothing uses; Tune keeps the checkpoints instead and, if this process dies, starts the trial again from the
+    last one (the study's `tune.FailureConfig`). Same loop, same seeds, same numbers."""
+    _cross_validate(trial, run, WorkerContext(), ray.tune, time.time())
+
+
+def _final_model(
+    trial: TrialConfig, run: RunContext, dataset: MSADataset, ctx: WorkerContext, tracker: Tracker | None
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """`refit` (one model retrained on train+valid) or `ensemble` (the K fold models): test metrics, weights."""
     if trial.train.final == "ensemble":
         test_metrics, engines, scores = run_final_ensemble(trial, dataset, ctx, run)
         weights = {"folds": [e.model.state_dict() for e in engines]}
@@ -107,5 +124,21 @@ def final_train_worker(config: dict[str, Any]) -> None:
     if tracker is not None and run.trial_run_id:  # a seed's run keeps its predictions, for paired tests later
         test = dataset.splits["test"]
         tracker.predictions(run.trial_run_id, test.ids, test.labels, scores)
-    state = weights if ctx.is_chief else None
-    _checkpoint_report({f"test_{k}": v for k, v in test_metrics.items()}, state, ctx)
+    return test_metrics, weights
+
+
+def final_train_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker entry for the final model; reports test metrics and the weights."""
+    trial, run = from_loop_config(config)
+    quiet_ray_train()
+    ctx = ray_context()
+    dataset, tracker = _prepare(run, ctx)
+    test_metrics, weights = _final_model(trial, run, dataset, ctx, tracker)
+    _report(ray.train, {f"test_{k}": v for k, v in test_metrics.items()}, weights if ctx.is_chief else None, ctx)
+
+
+def final_train_in_task(trial: TrialConfig, run: RunContext) -> tuple[dict[str, float], dict[str, Any]]:
+    """One CPU worker: the final model trained in a Ray task (see `cross_validate_in_trial`): test metrics, weights."""
+    ctx = WorkerContext()
+    dataset, tracker = _prepare(run, ctx)
+    return _final_model(trial, run, dataset, ctx, tracker)
