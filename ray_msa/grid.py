@@ -22,8 +22,9 @@ from ray import tune
 
 from ray_msa.data.dataset import MSADataset
 from ray_msa.metrics import DEFAULT_METRIC
+from ray_msa.plan import Plan
 from ray_msa.search_space import SpaceFile
-from ray_msa.study import Plan, StudySettings, cross_validate_trial, plan_cluster, tune_fault_tolerance
+from ray_msa.study import StudySettings, cross_validate_trial, plan_cluster, tune_fault_tolerance
 from ray_msa.study_progress import StudyCallback, close_stopped_trial
 from ray_msa.tracking import Tracker, git_commit
 from ray_msa.trial import RunContext, TrialConfig

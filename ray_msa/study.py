@@ -18,7 +18,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,9 +31,6 @@ import ray
 import torch
 from optuna.samplers import BaseSampler, RandomSampler, TPESampler
 from ray import tune
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -42,22 +39,22 @@ from ray_msa.data.dataset import MSADataset
 from ray_msa.errors import InputError
 from ray_msa.metrics import METRICS, mode_of
 from ray_msa.models.ensemble import FoldEnsemble
+from ray_msa.plan import TRIAL_CPU, Plan
 from ray_msa.search_space import SpaceFile
 from ray_msa.statistics import t_interval
 from ray_msa.study_plots import log_study_plots, optuna_study
 from ray_msa.study_progress import StudyCallback, close_cut_trials
 from ray_msa.tracking import Tracker, git_commit, redact
+from ray_msa.train.ray_train_run import trainer
 from ray_msa.train.workers import (
     cross_validate_in_trial,
     cross_validate_worker,
     final_train_in_task,
     final_train_worker,
     load_checkpoint_state,
-    loop_config,
 )
 from ray_msa.trial import RunContext, TrialConfig
 
-TRIAL_CPU = 0.5  # a Tune trial actor that only waits on its Ray Train run
 RECORDS = "ray_msa_studies"  # <storage>/ray_msa_studies/<study>.json: what --resume needs
 
 
@@ -127,36 +124,6 @@ class StudyResult:
     model_uri: str
     trial: TrialConfig | None = None  # the final model's resolved configuration
     test_seeds: dict[str, list[float]] = field(default_factory=dict)  # metric -> its value for each seed, in order
-
-
-@dataclass(frozen=True)
-class Plan:
-    """How the study's trials use the cluster, decided once Ray is up."""
-
-    use_gpu: bool
-    engine: str
-    cpus_per_worker: float
-    threads: int
-    concurrent: int
-    workers: int
-    storage: str
-    max_failures: int
-    in_trial: bool  # one CPU worker, no engine named: trials train in their own process, the final model in a task
-
-    @property
-    def worker_resources(self) -> dict[str, float]:
-        return {"CPU": self.cpus_per_worker, **({"GPU": 1} if self.use_gpu else {})}
-
-    @property
-    def trial_resources(self) -> dict[str, float]:
-        """A Tune trial's: its worker's CPUs too when it trains itself (the same CPUs in all as a Ray Train run's)."""
-        return {"cpu": TRIAL_CPU + (self.cpus_per_worker if self.in_trial else 0.0)}
-
-    @property
-    def trial_failures(self) -> int:
-        """Restarts of a trial by Tune: those of its own process when it trains itself; Ray Train restarts its
-        workers (a Tune restart on top would run a failing trial again max_failures² times)."""
-        return self.max_failures if self.in_trial else 0
 
 
 @dataclass
@@ -270,41 +237,12 @@ def _write_record(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class StudyTrainer(TorchTrainer):
-    """A TorchTrainer without Ray Data's callback: the dataset travels through the object store, never as a Ray
-    Dataset, and the callback starts a DatasetManager actor (one more Python process) in every run regardless."""
-
-    def _create_default_callbacks(self) -> list:
-        callbacks = super()._create_default_callbacks()
-        return [c for c in callbacks if self.datasets or type(c).__name__ != "DatasetsCallback"]
-
-
-def trainer(entry: Callable, trial: TrialConfig, run: RunContext, plan: Plan, name: str, in_tune: bool) -> TorchTrainer:
-    """The one TorchTrainer factory: a trial's CV (inside Tune) or the final retraining."""
-    fault_tolerance = {
-        "checkpoint_config": CheckpointConfig(num_to_keep=1),
-        "failure_config": FailureConfig(max_failures=plan.max_failures),
-    }
-    return StudyTrainer(
-        entry,
-        train_loop_config=loop_config(trial, run),
-        scaling_config=ScalingConfig(
-            num_workers=plan.workers, use_gpu=plan.use_gpu, resources_per_worker=plan.worker_resources
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=plan.storage,
-            **({"callbacks": [TuneReportCallback()], **fault_tolerance} if in_tune else {}),
-        ),
-    )
-
-
 def cross_validate_trial(trial: TrialConfig, run: RunContext, plan: Plan, name: str) -> None:
     """A Tune trial's K-fold cross-validation: in its own process (one CPU worker), else as Ray Train run `name`."""
     if plan.in_trial:
         cross_validate_in_trial(trial, run)
-    else:
-        trainer(cross_validate_worker, trial, run, plan, name, in_tune=True).fit()
+        return
+    trainer(cross_validate_worker, trial, run, plan, name, in_tune=True).fit()
 
 
 def tune_fault_tolerance(plan: Plan) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,22 @@ def listening_addresses(port: int) -> set[str]:
     return found
 
 
+@dataclass(frozen=True)
+class RayHead:
+    address: str  # what RAY_ADDRESS holds: host:port of the GCS
+    dashboard: int  # the dashboard's port: the jobs API (`ray job submit --address http://127.0.0.1:PORT`)
+    token: Path  # the run's token file (RAY_AUTH_TOKEN_PATH)
+
+
+@pytest.fixture(scope="session")
+def ray_head(ray_cluster) -> RayHead:
+    """The run's cluster as a `ray job submit` user sees it."""
+    return RayHead(ray_cluster, _DASHBOARD[ray_cluster], _TOKEN)
+
+
+_DASHBOARD: dict[str, int] = {}  # the run's cluster's address -> its dashboard port
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory) -> Iterator[str]:
     """One Ray cluster for the whole test run, as a user runs one (`ray start --head`), started once and joined
@@ -118,6 +135,7 @@ def ray_cluster(tmp_path_factory) -> Iterator[str]:
         head.kill()
         raise RuntimeError(f"ray start --head did not come up: {(root / 'head.log').read_text()[-2000:]}")
     address = f"127.0.0.1:{port}"
+    _DASHBOARD[address] = dashboard
     saved = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = address
     try:
@@ -195,9 +213,7 @@ class SyntheticStudies:
     stopped early (no pruner, patience past the last epoch), one test seed. The first runs straight through. Its
     twin reads the same folder with the test split's labels shuffled, is stopped by SIGTERM once its second trial
     has checkpointed an epoch, and is continued with --resume. The orchestration tests compare the two: the test
-    labels never change a choice; an interrupted study resumes to the choices and the model it would have made.
-    The first trains each trial in the trial's own process (one CPU worker), the twin names `--engine ddp` and so
-    runs every trial and the final training as Ray Train runs: the same numbers from both paths are part of it."""
+    labels never change a choice; an interrupted study resumes to the choices and the model it would have made."""
 
     EPOCHS = 20
 
@@ -233,7 +249,6 @@ class SyntheticStudies:
         straight = start_tune(*self.args(self.data), cwd=self.cwd, log=root / "study.log", **cached)
         storage = self.twin / "ray_results"
         twin_args = [*self.args(self.shuffled), "--storage", str(storage), "--tracking-uri", self.twin_uri]
-        twin_args += ["--engine", "ddp"]  # Ray Train runs
         twin = start_tune(*twin_args, cwd=self.twin, log=root / "stopped.log", **cached)
         stop_in_second_trial(twin, root / "stopped.log", storage)
         self.stopped = subprocess.CompletedProcess(twin.args, twin.returncode, (root / "stopped.log").read_text())

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import RAY, SyntheticStudies, free_port, listening_addresses, stop_head, trials_in
+from conftest import RAY, SyntheticStudies, free_port, listening_addresses, trials_in
 from mlflow.tracking import MlflowClient
 
 from ray_msa.errors import InputError
@@ -295,7 +295,8 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     ten): Tune starts the trial again, which says it resumed after the last epoch the killed process reported
     (every epoch is checkpointed),
     reports from the next epoch on, and reports exactly what an unkilled run of the same seed reports;
-    MLflow holds one run per fold with every epoch's metrics once, equal to the unkilled run's."""
+    MLflow holds one run per fold with every epoch's metrics once, equal to the unkilled run's. The unkilled run is
+    a Ray Train run (`engine="ddp"` named): a trial that trains in its own process reports what Ray Train's does."""
     import ray
 
     from ray_msa.study import run_study
@@ -305,7 +306,7 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     killed_dir, straight_dir = tmp_path / "killed", tmp_path / "straight"
     # half a CPU per worker: the unkilled reference study runs beside it, in a process of its own
     settings = _study_settings(killed_dir, train=train, max_failures=2, test_seeds=1, cpus_per_worker=0.5)
-    straight_settings = _study_settings(straight_dir, train=train, test_seeds=1, cpus_per_worker=0.5)
+    straight_settings = _study_settings(straight_dir, train=train, test_seeds=1, cpus_per_worker=0.5, engine="ddp")
     killed: list[int] = []
     paused = tmp_path / "paused"  # the pid of the worker that paused; created once, by one worker only
 
@@ -459,107 +460,76 @@ def test_an_interrupted_study_resumes_to_the_same_table(synthetic_studies: Synth
 
 
 @pytest.mark.slow
-def test_ray_job_submit_runs_a_study_that_its_time_budget_cuts(tmp_path):
-    """`ray start --head` with token authentication (a head of its own: the test run's cluster has none) then
-    `ray job submit --working-dir . -- python -m ray_msa.tune mosi`; the dashboard binds loopback only and
+def test_ray_job_submit_runs_a_study_that_its_time_budget_cuts(tmp_path, ray_head):
+    """`ray job submit --working-dir . -- python -m ray_msa.tune mosi` to the test run's cluster, which was
+    started as documented (`ray start --head`, token authentication); its dashboard binds loopback only and
     refuses a wrong token. The submitted study's time budget ends it mid-fold (one study for both promises: each
     costs a minute of Ray start-up): the cut trials are closed in MLflow (KILLED, tagged), the best of what ran
     is retrained, and the study run finishes."""
-    import secrets
-
-    port, dashboard = free_port(), free_port()
-    token = tmp_path / "auth_token"  # token authentication, as documented, with a token of this test's own
-    token.write_text(secrets.token_hex(32))
-    token.chmod(0o600)
-    env = clean_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
-    env.pop("RAY_ADDRESS", None)  # the job reaches its cluster through the dashboard alone...
-    head_env = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}  # ...whose actors know their own (see ray_cluster)
-    # --block: the head lives as long as this process, and ending it stops this cluster alone
-    head = subprocess.Popen(
-        [
-            *RAY,
-            "start",
-            "--head",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            f"--dashboard-agent-listen-port={free_port()}",  # not 52365: another cluster's agent may hold it
-            "--disable-usage-stats",
-            "--block",
-        ],
-        env=head_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 180
-    while not listening_addresses(dashboard) and time.time() < deadline and head.poll() is None:
-        time.sleep(0.5)
-    assert head.poll() is None, "ray start --head ended early"
+    dashboard, token = ray_head.dashboard, ray_head.token
+    env = clean_env()
+    env.pop("RAY_ADDRESS", None)  # the job reaches its cluster through the dashboard alone
     space = tmp_path / "endless.yaml"
-    # long enough for the first trial to report before the cut: its start-up took over 45 s on a loaded machine
+    # long enough for the first trial to report before the cut (20 s after the study started, on 2 idle cores)
     space.write_text(
-        "study: {time_budget_min: 1.25}\n"
+        "study: {time_budget_min: 1.0}\n"
         "train: {max_epochs: 100000, patience: 100000, batch_size: 32}\n"
         "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
     )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    try:
-        assert listening_addresses(dashboard) == {"127.0.0.1"}
-        submit = [
-            *RAY,
-            "job",
-            "submit",
-            "--address",
-            f"http://127.0.0.1:{dashboard}",
-            "--working-dir",
-            str(ROOT),
-            "--",
-            sys.executable,
-            "-m",
-            "ray_msa.tune",
-            "mosi",
-            "--arch",
-            "lf_dnn",
-            "--trials",
-            "2",
-            "--folds",
-            "2",
-            "--space",
-            str(space),
-            "--test-seeds",
-            "1",
-            "--storage",
-            str(tmp_path / "ray_results"),
-            "--tracking-uri",
-            uri,
-        ]
-        agent_deadline = time.time() + 120
-        while True:  # the dashboard listens before its job agent has registered: that refusal submits nothing
-            job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
-            if "No available agent" not in job.stdout + job.stderr or time.time() > agent_deadline:
-                break
-            time.sleep(2)
-        assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
-        assert "succeeded" in job.stdout and "lf_dnn on mosi: " in job.stdout
-        assert "time budget of 1.25 min used" in job.stdout and "cut mid-trial (KILLED in MLflow)" in job.stdout
-        (study,) = runs_of(uri, "study")
-        trials, folds = runs_of(uri, "trial"), runs_of(uri, "fold")
-        assert study.info.status == "FINISHED" and len(folds) == 2 * len(trials) and runs_of(uri, "final")
-        assert not [r for r in [study, *trials, *folds] if r.info.status == "RUNNING"]
-        cut = [r for r in trials if r.data.tags.get("stopped_by") == "time budget"]
-        assert cut and all(r.info.status == "KILLED" for r in cut)
-        cut_ids = {c.info.run_id for c in cut}
-        assert all(f.info.status == "KILLED" for f in folds if f.data.tags["mlflow.parentRunId"] in cut_ids)
-        stranger = subprocess.run(
-            [*RAY, "job", "list", "--address", f"http://127.0.0.1:{dashboard}"],
-            env={**env, "RAY_AUTH_TOKEN": "wrong"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert stranger.returncode != 0  # without the cluster's token, no access
-        params = json.dumps([r.data.params for r in trials])
-        assert token.read_text() not in params
-    finally:
-        stop_head(head, port)
+    assert listening_addresses(dashboard) == {"127.0.0.1"}
+    submit = [
+        *RAY,
+        "job",
+        "submit",
+        "--address",
+        f"http://127.0.0.1:{dashboard}",
+        "--working-dir",
+        str(ROOT),
+        "--",
+        sys.executable,
+        "-m",
+        "ray_msa.tune",
+        "mosi",
+        "--arch",
+        "lf_dnn",
+        "--trials",
+        "2",
+        "--folds",
+        "2",
+        "--space",
+        str(space),
+        "--test-seeds",
+        "1",
+        "--storage",
+        str(tmp_path / "ray_results"),
+        "--tracking-uri",
+        uri,
+    ]
+    agent_deadline = time.time() + 120
+    while True:  # the dashboard listens before its job agent has registered: that refusal submits nothing
+        job = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=900)
+        if "No available agent" not in job.stdout + job.stderr or time.time() > agent_deadline:
+            break
+        time.sleep(2)
+    assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
+    assert "succeeded" in job.stdout and "lf_dnn on mosi: " in job.stdout
+    assert "time budget of 1 min used" in job.stdout and "cut mid-trial (KILLED in MLflow)" in job.stdout
+    (study,) = runs_of(uri, "study")
+    trials, folds = runs_of(uri, "trial"), runs_of(uri, "fold")
+    assert study.info.status == "FINISHED" and len(folds) == 2 * len(trials) and runs_of(uri, "final")
+    assert not [r for r in [study, *trials, *folds] if r.info.status == "RUNNING"]
+    cut = [r for r in trials if r.data.tags.get("stopped_by") == "time budget"]
+    assert cut and all(r.info.status == "KILLED" for r in cut)
+    cut_ids = {c.info.run_id for c in cut}
+    assert all(f.info.status == "KILLED" for f in folds if f.data.tags["mlflow.parentRunId"] in cut_ids)
+    stranger = subprocess.run(
+        [*RAY, "job", "list", "--address", f"http://127.0.0.1:{dashboard}"],
+        env={**env, "RAY_AUTH_TOKEN": "wrong"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stranger.returncode != 0  # without the cluster's token, no access
+    params = json.dumps([r.data.params for r in trials])
+    assert token.read_text() not in params

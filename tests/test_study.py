@@ -1,8 +1,5 @@
 """End-to-end studies through the real command: Ray Tune + Ray Train + MLflow."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +29,7 @@ def runs_by_role(tracking_uri: str, experiment: str) -> dict[str, list]:
     return out
 
 
-def test_study_on_mosi_records_the_tree(tmp_path):
+def test_study_on_mosi_records_the_tree(tmp_path, capsys, monkeypatch):
     """On the committed MOSI slice (real text, audio and vision of five videos), the default architecture."""
     # half a CPU per worker: two trials, then the two seeds' retrainings, side by side on 2 cores
     args = ("--trials", "2", "--folds", "2", "--epochs", "1", "--test-seeds", "2", "--cpus-per-worker", "0.5")
@@ -105,19 +102,11 @@ def test_study_on_mosi_records_the_tree(tmp_path):
     assert table.startswith("| arch | dataset |") and "| mtl | mosi | 2 |" in table
     assert render(rows, "csv").splitlines()[0].startswith("arch,dataset,folds,CV MAE")
     # retest: the study's best configuration trained again from its record reproduces each seed's test
-    # number exactly, as a new run beside the study, which compare then shows; the study trained its final models in
-    # Ray tasks (one CPU worker), the retest as Ray Train runs (--engine ddp): the same numbers
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    again = subprocess.run(
-        [sys.executable, "-m", "ray_msa.retest", study.info.run_id, "--data", str(MOSI_SAMPLE)]
-        + ["--test-seeds", "2", "--cpus-per-worker", "0.5", "--engine", "ddp"],
-        cwd=tmp_path,
-        env={**env, "RAY_MSA_STORAGE": str(tmp_path / "ray_results")},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    # number exactly, as a new run beside the study, which compare then shows
+    from ray_msa.retest import main as retest_main  # in this process: a subprocess would import it all again
+
+    args = [study.info.run_id, "--data", str(MOSI_SAMPLE), "--tracking-uri", uri, "--storage", str(tmp_path / "rt")]
+    assert retest_main([*args, "--test-seeds", "2", "--cpus-per-worker", "0.5"]) == 0
     (retest,) = [r for r in runs_by_role(uri, "ray_msa-mosi")["study"] if r.info.run_id != study.info.run_id]
     assert retest.data.tags["retest_of"] == study.info.run_id and retest.info.status == "FINISHED"
     assert retest.data.metrics["test_MAE"] == study.data.metrics["test_MAE"]  # same seeds, same models
@@ -130,15 +119,14 @@ def test_study_on_mosi_records_the_tree(tmp_path):
     assert all("test_predictions.csv" in {a.path for a in client.list_artifacts(r.info.run_id)} for r in retest_seeds)
     assert [r["run_id"] for r in collect(uri, "mosi")] == [retest.info.run_id]
     # a run that is not a finished study is refused in one line, before Ray starts
-    refused = subprocess.run(
-        [sys.executable, "-m", "ray_msa.retest", runs["fold"][0].info.run_id],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert refused.returncode == 2 and "not a finished study" in refused.stderr, refused.stderr[-2000:]
+    import ray
+
+    capsys.readouterr()
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("ray.init before the input was checked"))
+    with pytest.raises(SystemExit) as refused:
+        retest_main([runs["fold"][0].info.run_id, "--tracking-uri", uri])
+    stderr = capsys.readouterr().err
+    assert refused.value.code == 2 and "not a finished study" in stderr and len(stderr.strip().splitlines()) == 1
 
 
 def test_text_only_label_csv_directory(synthetic_studies: SyntheticStudies):
@@ -152,8 +140,7 @@ def test_text_only_label_csv_directory(synthetic_studies: SyntheticStudies):
 def test_the_test_labels_never_change_a_choice(synthetic_studies: SyntheticStudies):
     """The same study twice, the second time with the test split's labels shuffled (and stopped and resumed on
     the way): every choice (each trial's CV, TPE's proposal from them, the best configuration, the refit's epoch
-    count) is identical, and so is the final model's every test prediction; only the test numbers move. The twin ran
-    as Ray Train runs and the first in its trials' own processes: neither path changes a number either."""
+    count) is identical, and so is the final model's every test prediction; only the test numbers move."""
     twin = synthetic_studies
     assert twin.resumed.returncode == 0, twin.resumed.stdout[-3000:] + twin.resumed.stderr[-3000:]
     studies, predictions = [], []

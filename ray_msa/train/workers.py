@@ -19,7 +19,6 @@ from typing import Any
 import ray
 import ray.cloudpickle
 import ray.train
-import ray.train.torch
 import ray.tune
 import torch
 
@@ -31,6 +30,8 @@ from ray_msa.trial import RunContext, TrialConfig
 
 
 def ray_context() -> WorkerContext:
+    import ray.train.torch  # in Ray Train workers alone: seconds of start-up that a trial's own process saves
+
     context = ray.train.get_context()
     return WorkerContext(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
 
