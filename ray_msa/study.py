@@ -246,7 +246,9 @@ def cross_validate_trial(trial: TrialConfig, run: RunContext, plan: Plan, name: 
 
 
 def tune_fault_tolerance(plan: Plan) -> dict[str, Any]:
-    """Tune's checkpoint and failure settings of a study's or a grid's trials."""
+    """Tune's checkpoint and failure settings of a study's or a grid's trials. Keeping one checkpoint per trial makes
+    Tune save its state at each, as it must, and warn when that is often (small trials checkpointing every epoch)."""
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     return {
         "checkpoint_config": tune.CheckpointConfig(num_to_keep=1),
         "failure_config": tune.FailureConfig(max_failures=plan.trial_failures),

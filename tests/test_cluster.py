@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from conftest import RAY, SyntheticStudies, free_port, listening_addresses, trials_in
+from metric_writer import log_many
 from mlflow.tracking import MlflowClient
 
 from ray_msa.errors import InputError
@@ -159,12 +160,6 @@ def test_mlflow_server_binds_loopback_by_default(tmp_path):
         server.wait(timeout=30)
 
 
-def _log_many(uri: str, run_id: str, writer: int, steps: int) -> None:
-    tracker = Tracker(uri)
-    for step in range(steps):
-        tracker.metrics(run_id, {f"w{writer}_a": step, f"w{writer}_b": -step}, step=step)
-
-
 def test_concurrent_writers_lose_no_metric(tmp_path):
     """Several trials log to one SQLite store at once (the local default)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -173,7 +168,7 @@ def test_concurrent_writers_lose_no_metric(tmp_path):
     runs = [tracker.start(experiment, f"trial-{i}", {}) for i in range(4)]
     context = multiprocessing.get_context("spawn")
     writers = [
-        context.Process(target=_log_many, args=(uri, runs[i % 2], i, 60)) for i in range(4)
+        context.Process(target=log_many, args=(uri, runs[i % 2], i, 60)) for i in range(4)
     ]  # two writers per run
     for w in writers:
         w.start()
@@ -472,7 +467,7 @@ def test_ray_job_submit_runs_a_study_that_its_time_budget_cuts(tmp_path, ray_hea
     space = tmp_path / "endless.yaml"
     # long enough for the first trial to report before the cut (20 s after the study started, on 2 idle cores)
     space.write_text(
-        "study: {time_budget_min: 1.0}\n"
+        "study: {time_budget_min: 0.75}\n"
         "train: {max_epochs: 100000, patience: 100000, batch_size: 32}\n"
         "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
     )
@@ -514,7 +509,7 @@ def test_ray_job_submit_runs_a_study_that_its_time_budget_cuts(tmp_path, ray_hea
         time.sleep(2)
     assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
     assert "succeeded" in job.stdout and "lf_dnn on mosi: " in job.stdout
-    assert "time budget of 1 min used" in job.stdout and "cut mid-trial (KILLED in MLflow)" in job.stdout
+    assert "time budget of 0.75 min used" in job.stdout and "cut mid-trial (KILLED in MLflow)" in job.stdout
     (study,) = runs_of(uri, "study")
     trials, folds = runs_of(uri, "trial"), runs_of(uri, "fold")
     assert study.info.status == "FINISHED" and len(folds) == 2 * len(trials) and runs_of(uri, "final")

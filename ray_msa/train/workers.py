@@ -109,7 +109,9 @@ def cross_validate_in_trial(trial: TrialConfig, run: RunContext) -> None:
     controller, a worker and their helpers (each a Python process importing torch) and a process group that
     nothing uses; Tune keeps the checkpoints instead and, if this process dies, starts the trial again from the
     last one (the study's `tune.FailureConfig`). Same loop, same seeds, same numbers."""
-    _cross_validate(trial, run, WorkerContext(), ray.tune, time.time())
+    started = time.time()
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)  # a line per checkpoint otherwise
+    _cross_validate(trial, run, WorkerContext(), ray.tune, started)
 
 
 def _final_model(
