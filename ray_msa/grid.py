@@ -186,7 +186,10 @@ def run_points(
             trainable,
             param_space={"point": tune.grid_search(list(points))},
             tune_config=tune.TuneConfig(
-                num_samples=1, max_concurrent_trials=plan.concurrent, trial_dirname_creator=_trial_dirname
+                num_samples=1,
+                max_concurrent_trials=plan.concurrent,
+                trial_dirname_creator=_trial_dirname,
+                reuse_actors=plan.reuse_trial_processes,
             ),
             run_config=tune.RunConfig(
                 name=name,

@@ -32,6 +32,13 @@ class Plan:
         return {"cpu": TRIAL_CPU + (self.cpus_per_worker if self.in_trial else 0.0)}
 
     @property
+    def reuse_trial_processes(self) -> bool:
+        """A trial that trains in its own process hands that process, its imports done, to the next trial (Tune's
+        `reuse_actors`; a trial that died or did not stop in time gets a new one): a new process would import torch,
+        MLflow and the models again. A Ray Train run's workers are its own, so its trial actor is not worth keeping."""
+        return self.in_trial
+
+    @property
     def trial_failures(self) -> int:
         """Restarts of a trial by Tune: those of its own process when it trains itself; Ray Train restarts its
         workers (Tune restarts on top would multiply the runs of a trial that keeps failing)."""

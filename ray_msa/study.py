@@ -246,9 +246,7 @@ def cross_validate_trial(trial: TrialConfig, run: RunContext, plan: Plan, name: 
 
 
 def tune_fault_tolerance(plan: Plan) -> dict[str, Any]:
-    """Tune's checkpoint and failure settings of a study's or a grid's trials. Keeping one checkpoint per trial makes
-    Tune save its state at each, as it must, and warn when that is often (small trials checkpointing every epoch)."""
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    """Tune's checkpoint and failure settings of a study's or a grid's trials (its `tune.RunConfig`)."""
     return {
         "checkpoint_config": tune.CheckpointConfig(num_to_keep=1),
         "failure_config": tune.FailureConfig(max_failures=plan.trial_failures),
@@ -338,6 +336,9 @@ def _open_study(
 
 def plan_cluster(settings: StudySettings) -> Plan:
     """Start or join Ray, then fit the trials to the cluster's CPUs and GPUs."""
+    # Keeping one checkpoint per trial makes Tune save its state at each, as it must, and warn when that is often
+    # (small trials checkpointing every epoch): read by Tune in this driver process
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         # joins the cluster of RAY_ADDRESS (a `ray job submit` job) or of `ray start`, else starts a
         # local one whose dashboard (which serves the State API Ray Train uses) binds 127.0.0.1
@@ -422,6 +423,7 @@ def _tuner(
             time_budget_s=budget_s,
             search_alg=OptunaSearch(sampler=sampler, points_to_evaluate=list(settings.space.start) or None),
             scheduler=scheduler,
+            reuse_actors=plan.reuse_trial_processes,
         ),
         run_config=tune.RunConfig(
             name=study.name,

@@ -43,6 +43,12 @@ SHARED = ROOT.parent / "shared" / "data"
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` command of this interpreter, wherever PATH points
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Ray studies (marked slow) first, in their files' order: the suite runs on two xdist workers (pyproject's
+    addopts), and the short tests then fill the gaps at the end instead of one long study running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def shared_mosi() -> Path:
     """The full real CMU-MOSI files beside the checkout (not on a user's machine): only for the tests that
@@ -54,9 +60,12 @@ def shared_mosi() -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    """Frozen text embeddings are cached once per session, never in the user's home."""
+def _scratch(tmp_path_factory, monkeypatch):
+    """Frozen text embeddings are cached once per session, never in the user's home; a study run in the test's
+    own process keeps its Ray results (checkpoints: hundreds of MB for an image model) in a folder of the test's,
+    never in the checkout's ./ray_results."""
     monkeypatch.setenv("RAY_MSA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("RAY_MSA_STORAGE", str(tmp_path_factory.mktemp("ray_results")))
 
 
 @pytest.fixture
@@ -110,10 +119,10 @@ _DASHBOARD: dict[str, int] = {}  # the run's cluster's address -> its dashboard 
 
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory) -> Iterator[str]:
-    """One Ray cluster for the whole test run, as a user runs one (`ray start --head`), started once and joined
-    by every study the tests start (RAY_ADDRESS, which subprocesses inherit and ray.init() reads): each study
-    saves Ray's start and stop. `--block` ties the cluster to this process: SIGINT at the end stops it and
-    nothing else (`ray stop` would stop every Ray on the machine)."""
+    """One Ray cluster per test process (each xdist worker's), as a user runs one (`ray start --head`), started
+    once and joined by every study that process's tests start (RAY_ADDRESS, which subprocesses inherit and
+    ray.init() reads): each study saves Ray's start and stop. `--block` ties the cluster to this process: SIGINT
+    at the end stops it and nothing else (`ray stop` would stop every Ray on the machine)."""
     root = tmp_path_factory.mktemp("ray_cluster")
     port, dashboard = free_port(), free_port()
     # the raylet's environment is every worker's: the session's text cache, never the user's home
@@ -123,6 +132,11 @@ def ray_cluster(tmp_path_factory) -> Iterator[str]:
     # placement group stays reserved, which left a time-budget study waiting forever for its final training
     env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
     command = [*RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--dashboard-host=127.0.0.1"]
+    # ...and a Ray directory of its own, where it notes itself as the machine's "current cluster": Ray's job
+    # supervisor starts a job's driver at that address ("auto"), and in the shared /tmp/ray the newest cluster
+    # (another xdist worker's) took the job. Short: Ray's socket paths must fit 107 bytes.
+    temp_dir = Path(tempfile.mkdtemp(prefix="ray_", dir="/tmp"))
+    command.append(f"--temp-dir={temp_dir}")
     # the job agent's port too: at its default (52365) a second cluster's agent cannot listen, and jobs fail
     command += [f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={free_port()}"]
     command += ["--disable-usage-stats", "--block"]
@@ -145,10 +159,11 @@ def ray_cluster(tmp_path_factory) -> Iterator[str]:
             os.environ.pop("RAY_ADDRESS", None)
         else:
             os.environ["RAY_ADDRESS"] = saved
-        stop_head(head, port)
+        stop_head(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def stop_head(head: subprocess.Popen, port: int) -> None:
+def stop_head(head: subprocess.Popen) -> None:
     """End a `ray start --head --block` process, which stops its cluster alone."""
     head.send_signal(signal.SIGINT)
     try:
@@ -160,10 +175,6 @@ def stop_head(head: subprocess.Popen, port: int) -> None:
         except subprocess.TimeoutExpired:
             head.kill()
             head.wait()
-    # ...but leaves its address as the machine's "current cluster", which a later ray.init() would join
-    current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
-    if current.is_file() and current.read_text().strip().endswith(f":{port}"):
-        current.unlink()
 
 
 def study_env(cwd: Path, **extra_env: str) -> dict[str, str]:

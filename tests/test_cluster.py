@@ -10,9 +10,11 @@ import multiprocessing
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -255,8 +257,14 @@ def test_study_on_a_simulated_three_node_cluster_spreads_a_trials_workers(tmp_pa
 
     from ray_msa.study import run_study
 
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    # every process of this cluster is told its address, and it has a Ray directory of its own: with the run's
+    # other clusters on the machine (each xdist worker's), what looks for "the" local cluster must find this one
+    port = free_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"{ray.util.get_node_ip_address()}:{port}")
+    temp_dir = tempfile.mkdtemp(prefix="ray_", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    head = {"num_cpus": 1, "gcs_server_port": port, "temp_dir": temp_dir}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    assert cluster.address == os.environ["RAY_ADDRESS"]
     for _ in range(2):
         cluster.add_node(num_cpus=1)  # each holds one 1-CPU worker: a 2-worker trial must span two nodes
     cluster.wait_for_nodes()
@@ -275,6 +283,7 @@ def test_study_on_a_simulated_three_node_cluster_spreads_a_trials_workers(tmp_pa
     finally:
         ray.shutdown()
         cluster.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def trial_reports(storage: str) -> list[str]:
@@ -416,6 +425,7 @@ def cv_lines(output: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("synthetic_studies")  # one worker builds the shared studies once
 def test_an_interrupted_study_resumes_to_the_same_table(synthetic_studies: SyntheticStudies):
     """SIGTERM once the second of three trials has checkpointed an epoch (every epoch is; no trial stopped
     early): the study run is KILLED while stopped; --resume continues the unfinished trial after

@@ -129,6 +129,7 @@ def test_study_on_mosi_records_the_tree(tmp_path, capsys, monkeypatch):
     assert refused.value.code == 2 and "not a finished study" in stderr and len(stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.xdist_group("synthetic_studies")  # one worker builds the shared studies once
 def test_text_only_label_csv_directory(synthetic_studies: SyntheticStudies):
     """A label.csv folder without feature files is a text-only dataset: the shared synthetic study is one."""
     assert "modalities text (" in synthetic_studies.done.stdout
@@ -137,6 +138,7 @@ def test_text_only_label_csv_directory(synthetic_studies: SyntheticStudies):
     assert len(runs["trial"]) == 3 and len(runs["fold"]) == 6
 
 
+@pytest.mark.xdist_group("synthetic_studies")  # one worker builds the shared studies once
 def test_the_test_labels_never_change_a_choice(synthetic_studies: SyntheticStudies):
     """The same study twice, the second time with the test split's labels shuffled (and stopped and resumed on
     the way): every choice (each trial's CV, TPE's proposal from them, the best configuration, the refit's epoch
