@@ -1,6 +1,6 @@
 """`--final refit` against `--final ensemble` on the same study: the study's own seed runs (or a retest's) of one kind
 against a `retest --final ensemble` (or refit) of it, same seeds, same test split. Prints each metric's test mean ± std
-[95% CI] over the seeds of both, and a paired permutation test on MAE (or the study's objective) of the seed-averaged
+[95% CI] over the seeds of both, and a paired permutation test on `--metric` (default MAE) of the seed-averaged
 predictions, sample by sample, as `compare` pairs two architectures.
 
     python -m ray_msa.tune mosi --trials 1                        # prints: MLflow: study run STUDY
