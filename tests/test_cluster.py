@@ -235,12 +235,15 @@ def _study_settings(tmp_path: Path, train: dict | None = None, **overrides):
     return StudySettings(**{**base, **overrides})
 
 
-@pytest.fixture
-def mosi_frozen():
-    from ray_msa.data import load_dataset
-    from ray_msa.data.text import prepare_text
+# a few dozen synthetic samples with MOSI's labels: these tests are about orchestration, not learning
+TINY_MOSI = {"sizes": (48, 16, 16), "name": "mosi", "seed": 5}
 
-    return prepare_text(load_dataset("mosi"), "frozen")
+
+@pytest.fixture
+def tiny_mosi():
+    from ray_msa.data.synthetic import make_synthetic
+
+    return make_synthetic(**TINY_MOSI)
 
 
 def runs_of(uri: str, role: str, experiment: str = "ray_msa-mosi") -> list:
@@ -250,7 +253,7 @@ def runs_of(uri: str, role: str, experiment: str = "ray_msa-mosi") -> list:
 
 
 @pytest.mark.slow
-def test_study_on_a_simulated_three_node_cluster_spreads_a_trials_workers(tmp_path, mosi_frozen, monkeypatch):
+def test_study_on_a_simulated_three_node_cluster_spreads_a_trials_workers(tmp_path, tiny_mosi, monkeypatch):
     import ray
     from ray.cluster_utils import Cluster
     from ray.util.state import list_actors
@@ -271,7 +274,7 @@ def test_study_on_a_simulated_three_node_cluster_spreads_a_trials_workers(tmp_pa
     try:
         ray.init(address=cluster.address)
         settings = _study_settings(tmp_path, workers=2, cpus_per_worker=1.0, test_seeds=1)
-        result = run_study(mosi_frozen, settings)
+        result = run_study(tiny_mosi, settings)
         assert result.trials == 1 and "MAE" in result.test
         workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=1000)
         by_pid_node = {(a.pid, a.node_id) for a in workers}
@@ -294,7 +297,7 @@ def trial_reports(storage: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_frozen, ray_cluster):
+def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, tiny_mosi, ray_cluster):
     """SIGKILL the process that trains the trial (one CPU worker: the Tune trial's own) after its second epoch (of
     ten): Tune starts the trial again, which says it resumed after the last epoch the killed process reported
     (every epoch is checkpointed),
@@ -354,7 +357,7 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
     try:
         watcher = threading.Thread(target=kill_after_second_epoch, daemon=True)
         watcher.start()
-        result = run_study(mosi_frozen, settings)
+        result = run_study(tiny_mosi, settings)
         watcher.join(5)
         out, _ = reference.communicate(timeout=600)
         assert reference.returncode == 0, out[-3000:]
@@ -398,17 +401,16 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, mosi_fr
 
 
 def run_study_in_subprocess(settings, result_path: Path) -> subprocess.Popen:
-    """`run_study` on the frozen MOSI in a process of its own, joining the test run's cluster; its
+    """`run_study` on the tiny synthetic MOSI in a process of its own, joining the test run's cluster; its
     StudyResult pickled to `result_path`."""
     settings_path = result_path.with_suffix(".settings")
     settings_path.write_bytes(pickle.dumps(settings))
     code = (
         "import pickle, sys; from pathlib import Path\n"
-        "from ray_msa.data import load_dataset\n"
-        "from ray_msa.data.text import prepare_text\n"
+        "from ray_msa.data.synthetic import make_synthetic\n"
         "from ray_msa.study import run_study\n"
         "settings = pickle.loads(Path(sys.argv[1]).read_bytes())\n"
-        "result = run_study(prepare_text(load_dataset('mosi'), 'frozen'), settings)\n"
+        f"result = run_study(make_synthetic(**{TINY_MOSI!r}), settings)\n"
         "Path(sys.argv[2]).write_bytes(pickle.dumps(result))\n"
     )
     command = [sys.executable, "-c", code, str(settings_path), str(result_path)]
@@ -496,6 +498,8 @@ def test_ray_job_submit_runs_a_study_that_its_time_budget_cuts(tmp_path, ray_hea
         "-m",
         "ray_msa.tune",
         "mosi",
+        "--data",  # the committed MOSI slice: the job's driver embeds 130 transcripts, not the whole of MOSI
+        str(ROOT / "tests" / "data" / "mosi_sample"),
         "--arch",
         "lf_dnn",
         "--trials",

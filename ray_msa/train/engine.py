@@ -9,6 +9,7 @@ stage, and bf16/fp16 only on GPUs.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,8 @@ class DeepSpeedEngine(Engine):
         """DeepSpeed takes over our optimizer and steps our schedule after each optimizer step."""
         import deepspeed  # heavy: only DeepSpeed trials load it
 
+        if device.type == "cpu":
+            _skip_shared_memory_all_reduce_build()
         world = dist.get_world_size() if dist.is_initialized() else 1
         config = deepspeed_config(
             train.batch_size, world, train.grad_clip, train.zero_stage, device, train.deepspeed_config
@@ -211,6 +214,16 @@ class DeepSpeedEngine(Engine):
 
     def step(self) -> None:
         self.ds.step()  # clips, steps and zeroes gradients per the config, then steps the schedule
+
+
+def _skip_shared_memory_all_reduce_build() -> None:
+    """On CPU, DeepSpeed's communication backend compiles a C++ shared-memory all-reduce when it first starts
+    (once per machine, about a minute of both cores here), which only its tensor-parallel inference calls
+    (`inference_all_reduce`); ZeRO training reduces through torch.distributed, so the engine goes without it."""
+    # by its module's name: the attribute `deepspeed.comm.torch` is the torch package itself
+    backend = importlib.import_module("deepspeed.comm.torch")
+    if hasattr(backend, "build_shm_op"):  # a DeepSpeed without it builds nothing to skip
+        backend.build_shm_op = lambda: None
 
 
 def make_engine(model: MSAModel, train: TrainConfig, device: torch.device, total_steps: int = 1) -> Engine:
