@@ -18,7 +18,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from ray_msa.compare import seed_predictions
-from ray_msa.metrics import METRICS, compute_metrics
+from ray_msa.metrics import METRICS, metric_function
 from ray_msa.statistics import paired_permutation_test, t_interval
 from ray_msa.tracking import PARENT
 
@@ -62,11 +62,7 @@ def main() -> None:
     rows = [{"experiment_id": runs[n].info.experiment_id, "run_id": n} for n in runs]
     (ids_a, labels, pred_a), (ids_b, _, pred_b) = (seed_predictions(client, row) for row in rows)
     assert list(ids_a) == list(ids_b), "the two runs predicted different test samples"
-
-    def metric(y, p) -> float:  # MAE directly: every resample would compute all eight metrics otherwise
-        return float(abs(p - y).mean()) if args.metric == "MAE" else compute_metrics("mmsa", p, y)[args.metric]
-
-    difference, p_value = paired_permutation_test(labels, pred_a, pred_b, metric)
+    difference, p_value = paired_permutation_test(labels, pred_a, pred_b, metric_function("mmsa", args.metric))
     print(
         f"paired permutation test on the seed-averaged predictions ({len(labels)} test samples, 9,999 resamples): "
         f"{args.metric} {kinds[args.first]} - {kinds[args.second]} = {difference:+.4f}, p = {p_value:.4g}"
