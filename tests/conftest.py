@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# MLflow's telemetry (on outside CI, for a module imported before a test runs) fetches its settings in a thread that,
+# offline, gives up and deletes a variable from os.environ: a test iterating os.environ then (requests does, for
+# proxies) failed with KeyError '_MLFLOW_TELEMETRY_SESSION_ID'. Tests send nothing anyway.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # One intra-op thread for the tests' own training (set before torch loads): the models here are tiny, and two
 # OpenMP threads that spin while the other core runs a Ray process took up to twice as long. Ray Train workers
 # still set the threads their CPUs allow.
@@ -104,63 +109,88 @@ def listening_addresses(port: int) -> set[str]:
 @dataclass(frozen=True)
 class RayHead:
     address: str  # what RAY_ADDRESS holds: host:port of the GCS
-    dashboard: int  # the dashboard's port: the jobs API (`ray job submit --address http://127.0.0.1:PORT`)
+    dashboard: int | None  # the dashboard's port: the jobs API (`ray job submit --address http://127.0.0.1:PORT`)
     token: Path  # the run's token file (RAY_AUTH_TOKEN_PATH)
 
 
-@pytest.fixture(scope="session")
-def ray_head(ray_cluster) -> RayHead:
-    """The run's cluster as a `ray job submit` user sees it."""
-    return RayHead(ray_cluster, _DASHBOARD[ray_cluster], _TOKEN)
-
-
-_DASHBOARD: dict[str, int] = {}  # the run's cluster's address -> its dashboard port
-
-
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory) -> Iterator[str]:
-    """One Ray cluster per test process (each xdist worker's), as a user runs one (`ray start --head`), started
-    once and joined by every study that process's tests start (RAY_ADDRESS, which subprocesses inherit and
-    ray.init() reads): each study saves Ray's start and stop. `--block` ties the cluster to this process: SIGINT
-    at the end stops it and nothing else (`ray stop` would stop every Ray on the machine)."""
-    root = tmp_path_factory.mktemp("ray_cluster")
-    port, dashboard = free_port(), free_port()
+@contextmanager
+def started_head(root: Path, cache: Path, dashboard: bool) -> Iterator[RayHead]:
+    """A Ray cluster as a user starts one (`ray start --head`), stopped on exit. `--block` ties it to a process of
+    ours: SIGINT stops that cluster and nothing else (`ray stop` would stop every Ray on the machine). Without the
+    dashboard (which the jobs API needs) a busy head costs about a tenth of a core less: the dashboard digests
+    every task's events."""
+    port = free_port()
     # the raylet's environment is every worker's: the session's text cache, never the user's home
-    env = {**os.environ, "RAY_MSA_CACHE": str(tmp_path_factory.getbasetemp() / "cache")}
+    env = {**os.environ, "RAY_MSA_CACHE": str(cache)}
     # ...and its own address: Ray Train's actors otherwise look for "the" local cluster, and with several on the
     # machine (another test process's, a user's) its placement-group cleaner fails and a stopped trial's
     # placement group stays reserved, which left a time-budget study waiting forever for its final training
     env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    command = [*RAY, "start", "--head", f"--port={port}", "--num-cpus=2", "--dashboard-host=127.0.0.1"]
+    env.update(RAY_prestart_worker_first_driver="0", RAY_enable_worker_prestart="0")
+    command = [*RAY, "start", "--head", f"--port={port}", "--num-cpus=2"]
     # ...and a Ray directory of its own, where it notes itself as the machine's "current cluster": Ray's job
     # supervisor starts a job's driver at that address ("auto"), and in the shared /tmp/ray the newest cluster
     # (another xdist worker's) took the job. Short: Ray's socket paths must fit 107 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="ray_", dir="/tmp"))
     command.append(f"--temp-dir={temp_dir}")
-    # the job agent's port too: at its default (52365) a second cluster's agent cannot listen, and jobs fail
-    command += [f"--dashboard-port={dashboard}", f"--dashboard-agent-listen-port={free_port()}"]
+    dashboard_port = free_port() if dashboard else None
+    if dashboard:  # the job agent's port too: at its default (52365) a second cluster's agent cannot listen
+        command += ["--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
+        command.append(f"--dashboard-agent-listen-port={free_port()}")
+    else:
+        command.append("--include-dashboard=false")
     command += ["--disable-usage-stats", "--block"]
-    with (root / "head.log").open("w") as log:
+    log_path = root / "head.log"
+    with log_path.open("w") as log:
         head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def up() -> bool:  # `ray start` says so once its processes run; the jobs API also needs the dashboard
+        started = "Ray runtime started" in log_path.read_text()
+        return started and (dashboard_port is None or bool(listening_addresses(dashboard_port)))
+
     deadline = time.time() + 180
-    while not listening_addresses(dashboard) and time.time() < deadline and head.poll() is None:
+    while not up() and time.time() < deadline and head.poll() is None:
         time.sleep(0.5)
-    if head.poll() is not None or not listening_addresses(dashboard):
+    if head.poll() is not None or not up():
         head.kill()
-        raise RuntimeError(f"ray start --head did not come up: {(root / 'head.log').read_text()[-2000:]}")
-    address = f"127.0.0.1:{port}"
-    _DASHBOARD[address] = dashboard
+        raise RuntimeError(f"ray start --head did not come up: {log_path.read_text()[-2000:]}")
+    try:
+        yield RayHead(f"127.0.0.1:{port}", dashboard_port, _TOKEN)
+    finally:
+        stop_head(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def ray_address(address: str) -> Iterator[None]:
+    """RAY_ADDRESS set to `address` for this process and the studies it starts (ray.init() reads it)."""
     saved = os.environ.get("RAY_ADDRESS")
     os.environ["RAY_ADDRESS"] = address
     try:
-        yield address
+        yield
     finally:
         if saved is None:
             os.environ.pop("RAY_ADDRESS", None)
         else:
             os.environ["RAY_ADDRESS"] = saved
-        stop_head(head)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory) -> Iterator[str]:
+    """One Ray cluster per test process (each xdist worker's), without a dashboard, started once and joined by
+    every study that process's tests start (RAY_ADDRESS, which subprocesses inherit): each study saves Ray's
+    start and stop."""
+    root, cache = tmp_path_factory.mktemp("ray_cluster"), tmp_path_factory.getbasetemp() / "cache"
+    with started_head(root, cache, dashboard=False) as head, ray_address(head.address):
+        yield head.address
+
+
+@pytest.fixture
+def ray_head(tmp_path_factory) -> Iterator[RayHead]:
+    """A cluster as a `ray job submit` user sees it: with its dashboard (the jobs API), for one test."""
+    root, cache = tmp_path_factory.mktemp("ray_head"), tmp_path_factory.getbasetemp() / "cache"
+    with started_head(root, cache, dashboard=True) as head, ray_address(head.address):
+        yield head
 
 
 def stop_head(head: subprocess.Popen) -> None:
@@ -177,6 +207,21 @@ def stop_head(head: subprocess.Popen) -> None:
             head.wait()
 
 
+_STORE_TEMPLATE = _TOKEN.parent / "mlflow_template.db"  # this test process's, removed with its token
+
+
+def new_store(path: Path) -> str:
+    """The sqlite URI of an empty MLflow store at `path`: a copy of one that MLflow made once per test process.
+    Making the tables runs every schema migration (1.5 s a store); opening a copy takes a tenth of that."""
+    if not _STORE_TEMPLATE.exists():
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(f"sqlite:///{_STORE_TEMPLATE}").search_experiments()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_STORE_TEMPLATE, path)
+    return f"sqlite:///{path}"
+
+
 def study_env(cwd: Path, **extra_env: str) -> dict[str, str]:
     """A study subprocess's environment: this one's (with the run's RAY_ADDRESS) less the tracking URI that
     mlflow.set_tracking_uri exports, its Ray results in `cwd`."""
@@ -187,6 +232,8 @@ def study_env(cwd: Path, **extra_env: str) -> dict[str, str]:
 def tune_command(*args: str, cwd: Path, timeout: int = 900, **extra_env: str) -> subprocess.CompletedProcess:
     """`python -m ray_msa.tune ARGS` in `cwd` (its store there), joining the run's cluster (RAY_ADDRESS)."""
     env = study_env(cwd, **extra_env)
+    if "--tracking-uri" not in args and not (cwd / "mlruns" / "mlflow.db").exists():
+        new_store(cwd / "mlruns" / "mlflow.db")  # where the study's default store is
     command = [sys.executable, "-m", "ray_msa.tune", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -254,8 +301,8 @@ class SyntheticStudies:
         self.cwd, self.twin = root / "study", root / "twin"
         self.cwd.mkdir()
         self.twin.mkdir()
-        self.uri = f"sqlite:///{self.cwd / 'mlruns' / 'mlflow.db'}"
-        self.twin_uri = f"sqlite:///{self.twin / 'mlflow.db'}"
+        self.uri = new_store(self.cwd / "mlruns" / "mlflow.db")  # the default store of a study run in `cwd`
+        self.twin_uri = new_store(self.twin / "mlflow.db")
         cached = {"RAY_MSA_CACHE": str(cache)}
         straight = start_tune(*self.args(self.data), cwd=self.cwd, log=root / "study.log", **cached)
         storage = self.twin / "ray_results"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import new_store
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
@@ -93,7 +94,7 @@ def test_ablate_mosi_mtl_runs_end_to_end_on_ray(tmp_path, capsys, ray_cluster):
     """On the committed MOSI slice (real text, audio and vision of five videos: tiny, three modalities)."""
     from ray_msa.ablate import main as ablate
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     sample = Path(__file__).parent / "data" / "mosi_sample"
     argv = ["mosi", "--data", str(sample), "--arch", "mtl", "--variants", "T+A,no_polarity", "--folds", "2"]
     argv += ["--epochs", "1", "--cpus-per-worker", "0.5"]  # the three variants side by side

@@ -8,7 +8,6 @@ import copy
 import json
 import multiprocessing
 import os
-import pickle
 import re
 import shutil
 import signal
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import RAY, SyntheticStudies, free_port, listening_addresses, trials_in
+from conftest import RAY, SyntheticStudies, free_port, listening_addresses, new_store, trials_in
 from metric_writer import log_many
 from mlflow.tracking import MlflowClient
 
@@ -164,7 +163,7 @@ def test_mlflow_server_binds_loopback_by_default(tmp_path):
 
 def test_concurrent_writers_lose_no_metric(tmp_path):
     """Several trials log to one SQLite store at once (the local default)."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     tracker = Tracker(uri)
     experiment = tracker.experiment("concurrent")
     runs = [tracker.start(experiment, f"trial-{i}", {}) for i in range(4)]
@@ -184,7 +183,7 @@ def test_concurrent_writers_lose_no_metric(tmp_path):
 
 
 def test_a_continued_run_logs_each_step_once(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     first = Tracker(uri)
     parent = first.start(first.experiment("e"), "trial", {})
     fold = first.child(parent, "fold-0", {"role": "fold", "fold": "0"})
@@ -229,7 +228,7 @@ def _study_settings(tmp_path: Path, train: dict | None = None, **overrides):
         trials=1,
         workers=1,
         flags={"folds": 2, "seed": 0, "metric": "MAE"},
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        tracking_uri=new_store(tmp_path / "mlflow.db"),
         storage=str(tmp_path / "ray_results"),
     )
     return StudySettings(**{**base, **overrides})
@@ -302,8 +301,9 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, tiny_mo
     ten): Tune starts the trial again, which says it resumed after the last epoch the killed process reported
     (every epoch is checkpointed),
     reports from the next epoch on, and reports exactly what an unkilled run of the same seed reports;
-    MLflow holds one run per fold with every epoch's metrics once, equal to the unkilled run's. The unkilled run is
-    a Ray Train run (`engine="ddp"` named): a trial that trains in its own process reports what Ray Train's does."""
+    MLflow holds one run per fold with every epoch's metrics once, equal to the unkilled run's. The unkilled run
+    comes after, in the same Ray job (nothing pauses once one worker has), and is a Ray Train run (`engine="ddp"`
+    named): a trial that trains in its own process reports what Ray Train's does."""
     import ray
 
     from ray_msa.study import run_study
@@ -311,14 +311,13 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, tiny_mo
     epochs = 10
     train = dict(max_epochs=epochs, patience=epochs, checkpoint_every=1)
     killed_dir, straight_dir = tmp_path / "killed", tmp_path / "straight"
-    # half a CPU per worker: the unkilled reference study runs beside it, in a process of its own
     settings = _study_settings(killed_dir, train=train, max_failures=2, test_seeds=1, cpus_per_worker=0.5)
     straight_settings = _study_settings(straight_dir, train=train, test_seeds=1, cpus_per_worker=0.5, engine="ddp")
     killed: list[int] = []
     paused = tmp_path / "paused"  # the pid of the worker that paused; created once, by one worker only
 
     def pause_after_second_epoch() -> None:
-        # runs in every process of this test's Ray job (not the reference's): the trial's training process, once its
+        # runs in every process of this test's Ray job: the trial's training process, once its
         # second epoch is reported, waits to be killed. A kill timed from outside raced the ten half-second epochs
         import ray.tune
 
@@ -353,18 +352,14 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, tiny_mo
                 killed.append(pid)
                 return
 
-    reference = run_study_in_subprocess(straight_settings, tmp_path / "straight.pkl")
     try:
         watcher = threading.Thread(target=kill_after_second_epoch, daemon=True)
         watcher.start()
         result = run_study(tiny_mosi, settings)
         watcher.join(5)
-        out, _ = reference.communicate(timeout=600)
-        assert reference.returncode == 0, out[-3000:]
-        straight = pickle.loads((tmp_path / "straight.pkl").read_bytes())
+        assert paused.exists()  # from now on no process of this job pauses: the reference runs unkilled
+        straight = run_study(tiny_mosi, straight_settings)
     finally:
-        if reference.poll() is None:  # the test failed first: its reference study goes too
-            reference.kill()
         ray.shutdown()
     assert killed, "the trial did not pause after its second epoch"
     assert result.test == straight.test  # the same final model
@@ -398,23 +393,6 @@ def test_a_worker_killed_mid_fold_restarts_from_its_checkpoint(tmp_path, tiny_mo
             assert sorted(history) == sorted((m.step, m.value) for m in reference_history), key
             assert [step for step, _ in sorted(history)] == list(range(epochs)), key
     assert [m.step for m in client.get_metric_history(trial.info.run_id, "mean_MAE")] == list(range(epochs))
-
-
-def run_study_in_subprocess(settings, result_path: Path) -> subprocess.Popen:
-    """`run_study` on the tiny synthetic MOSI in a process of its own, joining the test run's cluster; its
-    StudyResult pickled to `result_path`."""
-    settings_path = result_path.with_suffix(".settings")
-    settings_path.write_bytes(pickle.dumps(settings))
-    code = (
-        "import pickle, sys; from pathlib import Path\n"
-        "from ray_msa.data.synthetic import make_synthetic\n"
-        "from ray_msa.study import run_study\n"
-        "settings = pickle.loads(Path(sys.argv[1]).read_bytes())\n"
-        f"result = run_study(make_synthetic(**{TINY_MOSI!r}), settings)\n"
-        "Path(sys.argv[2]).write_bytes(pickle.dumps(result))\n"
-    )
-    command = [sys.executable, "-c", code, str(settings_path), str(result_path)]
-    return subprocess.Popen(command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def cv_lines(output: str) -> list[str]:
@@ -483,7 +461,7 @@ def test_ray_job_submit_runs_a_study_that_its_time_budget_cuts(tmp_path, ray_hea
         "train: {max_epochs: 100000, patience: 100000, batch_size: 32}\n"
         "space: {hidden: 32, post_fusion: 32, dropout: 0.1, lr: {loguniform: [1.0e-3, 2.0e-3]}}\n"
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     assert listening_addresses(dashboard) == {"127.0.0.1"}
     submit = [
         *RAY,

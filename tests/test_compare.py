@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import new_store
 from mlflow.tracking import MlflowClient
 
 from ray_msa.compare import collect, main, pairwise_tests, render, render_tests
@@ -40,7 +41,7 @@ def store(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.round(rng.uniform(-3, 3, N), 1)
     good = [labels + 0.6 * rng.normal(size=N) for _ in range(3)]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     tracker = Tracker(uri)
     write_study(tracker, "good", good, labels)
     write_study(tracker, "same", [p.copy() for p in good], labels)  # identical predictions, seed by seed

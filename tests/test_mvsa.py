@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tune_command
+from conftest import new_store, tune_command
 
 from ray_msa.data import mvsa
 from ray_msa.data.mvsa import TAGS, clean, load_mvsa_dataset, read_posts
@@ -395,7 +395,7 @@ def test_ablate_uses_the_text_model_the_study_was_tuned_with(small_mvsa, tmp_pat
     trial = space.build(
         space.start_for(encoder="pretrained", fusion="concat"), {"metric": "Acc"}, TextConfig(model=str(other))
     )
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment("ray_msa-mvsa")
     with mlflow.start_run(tags={"role": "study"}) as study:

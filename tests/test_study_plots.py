@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import optuna
 import pandas as pd
 import pytest
+from conftest import new_store
 
 from ray_msa.search_space import load_space
 from ray_msa.study_plots import PLOTS, log_study_plots, optuna_study
@@ -39,7 +40,7 @@ def test_the_optuna_study_holds_what_the_selection_ranked():
 
 
 def test_the_three_plots_are_artifacts_of_the_study_run(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker(new_store(tmp_path / "mlflow.db"))
     run_id = tracker.start(tracker.experiment("plots"), "study", {"role": "study"})
     study = optuna_study(fake_results(), load_space("mtl"), "MAE", "min")
     assert log_study_plots(tracker, run_id, study) == list(PLOTS)
@@ -48,7 +49,7 @@ def test_the_three_plots_are_artifacts_of_the_study_run(tmp_path):
 
 
 def test_a_plot_the_study_cannot_draw_is_left_out_with_a_reason(tmp_path, capsys):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker(new_store(tmp_path / "mlflow.db"))
     run_id = tracker.start(tracker.experiment("plots"), "study", {"role": "study"})
     one = optuna_study(fake_results()[:1], load_space("mtl"), "MAE", "min")
     logged = log_study_plots(tracker, run_id, one)

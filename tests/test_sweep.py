@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import ray
+from conftest import new_store
 from mlflow.tracking import MlflowClient
 
 from ray_msa.data.synthetic_files import write_mult_pickle
@@ -79,7 +80,7 @@ def test_plots_heat_map_for_two_settings_and_log_or_categorical_axes_for_one(tmp
 def test_a_sweep_of_two_values_records_two_points_of_k_folds(tmp_path, capsys, ray_cluster):
     data = tmp_path / "mosi"
     write_mult_pickle(data, "mosi", sizes=(48, 16, 16), shapes=TINY)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path / "mlflow.db")
     plot, out = tmp_path / "lr.png", tmp_path / "lr.csv"
     ray.init(logging_level="WARNING")  # the caller's Ray (the test run's cluster), which the sweep joins
     try:

@@ -1,12 +1,13 @@
 """MLflow bookkeeping: idempotent child runs, no secrets in parameters, plots as artifacts."""
 
 import pytest
+from conftest import new_store
 
 from ray_msa.tracking import Tracker, public_params
 
 
 def test_child_runs_are_found_again_and_plots_are_logged(tmp_path):
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker(new_store(tmp_path / "mlflow.db"))
     experiment = tracker.experiment("ray_msa-test")
     parent = tracker.start(experiment, "trial", {"role": "trial"})
     first = tracker.child(parent, "fold-0", {"role": "fold", "fold": "0"})
@@ -30,7 +31,7 @@ def test_secrets_never_become_parameters():
 def test_a_locked_store_is_retried_and_each_value_logged_once(tmp_path, monkeypatch):
     from mlflow.exceptions import MlflowException
 
-    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker(new_store(tmp_path / "mlflow.db"))
     run = tracker.start(tracker.experiment("ray_msa-test"), "trial", {"role": "trial"})
     real, calls = tracker.client.log_batch, []
 
