@@ -10,7 +10,13 @@ of its configuration). Printed per seed: each method's final best, the fold-epoc
 random search's fold-epochs that TPE + ASHA needed to reach random search's final best (of its whole budget, and
 of the budget random search needed to first reach that value). A PNG draws the curves.
 
+With `--replay-asha`, no study runs: the random-search studies of an earlier run (their ids in OUT's logs) are
+replayed through Tune's own ASHA bookkeeping at several grace periods and reduction factors. Random search trains
+every trial to its end, so its recorded curves say exactly what ASHA would have stopped, and when, had it run
+beside the same configurations one at a time: the scheduler's share of the cost, without the sampler's.
+
     python bench/hpo_efficiency.py [--trials 12] [--folds 3] [--seeds 0,1,2] [--out bench/results/hpo_efficiency]
+    python bench/hpo_efficiency.py --replay-asha [--out bench/results/hpo_efficiency]
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -51,28 +58,85 @@ def run_study(method: str, seed: int, args: argparse.Namespace, uri: str) -> tup
     return found.group(1), time.time() - started
 
 
-def curve(client: MlflowClient, study_id: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
-    """(cumulative fold-epochs, best CV objective so far) after each epoch of each trial, trials in the
-    order they ran."""
+def trial_curves(client: MlflowClient, study_id: str, metric: str) -> list[tuple[dict[int, float], list[set[int]]]]:
+    """Each trial of a study, in the order they ran: (epoch -> reported CV objective, the epochs each fold trained)."""
     experiment = client.get_run(study_id).info.experiment_id
 
     def children(parent: str, role: str) -> list:
         query = f"tags.`{PARENT}` = '{parent}' and tags.role = '{role}'"
         return client.search_runs([experiment], query, order_by=["attributes.start_time ASC"], max_results=1000)
 
-    spent, best, total, best_so_far = [], [], 0, math.inf
+    out = []
     for trial in children(study_id, "trial"):
         objective = {m.step: m.value for m in client.get_metric_history(trial.info.run_id, f"mean_{metric}")}
         trained = [
             {m.step for m in client.get_metric_history(fold.info.run_id, f"val_{metric}")}
             for fold in children(trial.info.run_id, "fold")
         ]
+        out.append((objective, trained))
+    return out
+
+
+def cost_curve(trials: list, bracket: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(cumulative fold-epochs, best objective so far) after each epoch the trials report, one trial after another.
+    With an ASHA `bracket` watching (metric minimised), a trial it stops trains and reports no more."""
+    from ray.tune.schedulers import TrialScheduler
+
+    spent, best, total, best_so_far = [], [], 0, math.inf
+    for number, (objective, trained) in enumerate(trials):
+        trial = type("Trial", (), {"trial_id": str(number)})()
         for epoch in sorted(objective):
             total += sum(epoch in steps for steps in trained)
             best_so_far = min(best_so_far, objective[epoch])
             spent.append(total)
             best.append(best_so_far)
+            # Tune counts epochs from 1 (each report's `epoch`); MLflow's steps count from 0
+            if bracket is not None and bracket.on_result(trial, epoch + 1, -objective[epoch]) == TrialScheduler.STOP:
+                break
     return np.array(spent), np.array(best)
+
+
+def curve(client: MlflowClient, study_id: str, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """A study's cost curve as it ran."""
+    return cost_curve(trial_curves(client, study_id, metric))
+
+
+def replay_asha(trials: list, grace: int, reduction: int, max_t: int) -> tuple[np.ndarray, np.ndarray]:
+    """The cost curve had Tune's ASHA (one bracket, as `tune` builds it) watched these fully trained trials."""
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    return cost_curve(trials, _Bracket(min_t=grace, max_t=max_t, reduction_factor=reduction, s=0))
+
+
+def replay_table(client: MlflowClient, out: Path, max_t: int) -> str:
+    """The random-search studies whose logs are in `out`, replayed through ASHA at several settings."""
+    studies = {}
+    for log in sorted(out.glob("random-seed*.log")):
+        found = re.search(r"MLflow: study run ([0-9a-f]+)", log.read_text())
+        if found:
+            studies[int(log.stem.removeprefix("random-seed"))] = found.group(1)
+    if not studies:
+        raise SystemExit(f"error: no random-search study logs in {out}. Fix: run this script without --replay-asha")
+    curves = {seed: trial_curves(client, study, "MAE") for seed, study in studies.items()}
+    settings = [(1, 2), (2, 2), (2, 3), (3, 2), (3, 3), (4, 2), (4, 3), (6, 2)]
+    lines = [
+        f"Random search's studies replayed through ASHA (study seeds {', '.join(map(str, studies))}; max_t {max_t})",
+        "",
+        "| grace | reduction | fold-epochs, share of random's | best MAE reached (random's) "
+        "| share of random's fold-epochs to reach random's best |",
+        "|---|---|---|---|---|",
+    ]
+    for grace, reduction in settings:
+        used, reached, shares = [], [], []
+        for trials in curves.values():
+            full_spent, full_best = cost_curve(trials)
+            spent, best = replay_asha(trials, grace, reduction, max_t)
+            used.append(f"{100 * spent[-1] / full_spent[-1]:.0f}%")
+            reached.append(f"{best[-1]:.4f} ({full_best[-1]:.4f})")
+            needed = epochs_to_reach(spent, best, full_best[-1])
+            shares.append("never" if math.isinf(needed) else f"{100 * needed / full_spent[-1]:.0f}%")
+        lines.append(f"| {grace} | {reduction} | {' / '.join(used)} | {' / '.join(reached)} | {' / '.join(shares)} |")
+    return "\n".join(lines)
 
 
 def epochs_to_reach(spent: np.ndarray, best: np.ndarray, target: float) -> float:
@@ -108,12 +172,19 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default=str(ROOT / "bench/results/hpo_efficiency"))
     parser.add_argument("--tracking-uri", help="default: sqlite:///OUT/../../../mlruns/hpo_efficiency.db")
+    parser.add_argument("--replay-asha", action="store_true", help="replay the random studies in OUT's logs")
+    parser.add_argument("--max-epochs", type=int, default=12, help="the space's max_epochs (ASHA's max_t)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     uri = args.tracking_uri or f"sqlite:///{ROOT / 'mlruns' / 'hpo_efficiency.db'}"
     (ROOT / "mlruns").mkdir(exist_ok=True)
     client = MlflowClient(uri)
+    if args.replay_asha:
+        table = replay_table(client, out, args.max_epochs)
+        print(table)
+        (out / "asha_replay.md").write_text(table + "\n")
+        return 0
     seeds = [int(s) for s in args.seeds.split(",")]
     curves, walls = {}, {}
     for seed in seeds:
