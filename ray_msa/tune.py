@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ray_msa.config import TextConfig
+from ray_msa.console import route_library_logs
 from ray_msa.data.dataset import MSADataset
 from ray_msa.data.sources import load_dataset, task_of
 from ray_msa.errors import InputError, exit_on_input_error
@@ -122,6 +123,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_TEST_SEEDS,
         help=f"retrain the best configuration with this many seeds, each tested once (default {DEFAULT_TEST_SEEDS})",
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Ray's, Tune's, MLflow's and Optuna's messages (default: STORAGE/libraries.log)",
     )
     parser.add_argument(
         "--sampler", choices=("tpe", "random"), default="tpe", help="Optuna sampler proposing trials (default tpe)"
@@ -236,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         pruner=args.pruner,
         command=[a for a in argv if a != "--resume"],
     )
+    library_log = route_library_logs(settings.storage, args.verbose)
     try:
         result = run_study(dataset, settings, resume)
     except StudyInterrupted as stopped:
@@ -254,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         share = f"{overhead:.1f}s of {trial_wall:.1f}s ({100 * overhead / trial_wall:.0f}%)"
         print(f"Ray start-up + tear-down per trial: {share}")
     print(f"MLflow: study run {result.study_run_id} at {redact(settings.tracking_uri)}; model {result.model_uri}")
+    if library_log:
+        print(f"Ray's, Tune's, MLflow's and Optuna's messages: {library_log} (--verbose prints them)")
     return 0
 
 

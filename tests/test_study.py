@@ -1,5 +1,6 @@
 """End-to-end studies through the real command: Ray Tune + Ray Train + MLflow."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,21 @@ tune = tune_command  # `python -m ray_msa.tune` in a test's folder, joining the 
 MOSI_SAMPLE = Path(__file__).parent / "data" / "mosi_sample"
 
 
+# how each line ray_msa prints during a study begins (Ray's "(name pid=N) " prefix on a worker's lines taken off)
+OWN_LINE = re.compile(
+    r"(study |resources: |converted |== trial |\[trial |\[final|best trial: |study plot |\w+ on \w+: \d+ trials|"
+    r"metric  |-{20}|(MAE|Corr|Acc\d|Has0_\w+|Non0_\w+) |best configuration: |Ray start-up |MLflow: study run |"
+    r"Ray's, Tune's, MLflow's and Optuna's messages: )"
+)
+
+
+def library_lines(output: str) -> list[str]:
+    """The lines of a study's output that ray_msa did not print."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)  # Ray colours the prefix of a worker's lines
+    lines = (re.sub(r"^\(\w+ pid=\d+\) ", "", line) for line in plain.splitlines())
+    return [line for line in lines if line.strip() and not OWN_LINE.match(line)]
+
+
 def runs_by_role(tracking_uri: str, experiment: str) -> dict[str, list]:
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
@@ -36,6 +52,8 @@ def test_study_on_mosi_records_the_tree(tmp_path, capsys, monkeypatch):
     done = tune("mosi", "--data", str(MOSI_SAMPLE), *args, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Has0_Acc2" in done.stdout and "test mean ± std over 2 seeds [95% CI]" in done.stdout
+    assert library_lines(done.stdout + done.stderr) == []  # the libraries' messages went to their file
+    assert "A new study created in memory" in (tmp_path / "ray_results" / "libraries.log").read_text()  # Optuna
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     runs = runs_by_role(uri, "ray_msa-mosi")
     assert len(runs["study"]) == 1 and len(runs["trial"]) == 2 and len(runs["fold"]) == 4

@@ -1,0 +1,66 @@
+"""What a study prints: ray_msa's own lines (trial starts and outcomes, epoch lines, final training, the results
+table, errors). The libraries' messages (Ray's token warning, Tune's banner, results path and TensorBoard hint,
+MLflow's schema migrations, Optuna's "study created") go to a log file beside the study's Ray results instead,
+unless the user asks for them with --verbose: a user should not have to tell a Ray warning from a failure."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+LIBRARIES = ("ray", "mlflow", "optuna", "alembic")  # the loggers whose records leave the console
+LOG_NAME = "libraries.log"
+HANDLER_NAME = "ray_msa-libraries"
+
+
+def route_library_logs(storage: str | Path, verbose: bool) -> Path | None:
+    """Unless `verbose`, every record of the libraries' loggers goes to STORAGE/libraries.log and Tune prints
+    nothing of its own; the file's path (None when verbose, where nothing changes)."""
+    if verbose:
+        return None
+    # Tune's default reporter prints its banner, the results path and a TensorBoard hint even at verbose=0; the
+    # legacy one, chosen by this variable when a run starts, prints nothing at verbose=0
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    path = Path(storage).resolve() / LOG_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in LIBRARIES:
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.INFO)  # as Ray, MLflow and Optuna set theirs: the file is where a user looks later
+    return path
+
+
+def _routed_handler() -> logging.Handler | None:
+    return next((h for h in logging.getLogger("ray").handlers if h.get_name() == HANDLER_NAME), None)
+
+
+def libraries_routed() -> bool:
+    """Whether route_library_logs took Ray's logger: then ray.init must not give it its console handler back."""
+    return _routed_handler() is not None
+
+
+@contextmanager
+def routing_kept_through_ray_init() -> Iterator[None]:
+    """ray.init empties the "ray" logger's handlers (`configure_logging=False`): what Ray logs meanwhile (the
+    token warning) reaches the routed file through logging's last resort, and the file is Ray's handler again
+    after."""
+    handler = _routed_handler()
+    if handler is None:
+        yield
+        return
+    saved = logging.lastResort
+    logging.lastResort = handler
+    try:
+        yield
+    finally:
+        logging.lastResort = saved
+        ray_logger = logging.getLogger("ray")
+        ray_logger.handlers = [handler]
+        ray_logger.propagate = False
