@@ -116,9 +116,9 @@ class RayHead:
 @contextmanager
 def started_head(root: Path, cache: Path, dashboard: bool) -> Iterator[RayHead]:
     """A Ray cluster as a user starts one (`ray start --head`), stopped on exit. `--block` ties it to a process of
-    ours: SIGINT stops that cluster and nothing else (`ray stop` would stop every Ray on the machine). Without the
-    dashboard (which the jobs API needs) a busy head costs about a tenth of a core less: the dashboard digests
-    every task's events."""
+    ours: SIGINT stops that cluster and nothing else (`ray stop` would stop every Ray on the machine). The
+    dashboard (its head and a dozen module processes, which digest every task's events) only where a test needs
+    the jobs API: the suite is bound by CPU."""
     port = free_port()
     # the raylet's environment is every worker's: the session's text cache, never the user's home
     env = {**os.environ, "RAY_MSA_CACHE": str(cache)}
@@ -126,6 +126,7 @@ def started_head(root: Path, cache: Path, dashboard: bool) -> Iterator[RayHead]:
     # machine (another test process's, a user's) its placement-group cleaner fails and a stopped trial's
     # placement group stays reserved, which left a time-budget study waiting forever for its final training
     env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+    # ...and no idle workers started ahead for each new driver (each costs its imports; most went unused here)
     env.update(RAY_prestart_worker_first_driver="0", RAY_enable_worker_prestart="0")
     command = [*RAY, "start", "--head", f"--port={port}", "--num-cpus=2"]
     # ...and a Ray directory of its own, where it notes itself as the machine's "current cluster": Ray's job
