@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -84,7 +85,7 @@ def cost_curve(trials: list, bracket: Any = None) -> tuple[np.ndarray, np.ndarra
 
     spent, best, total, best_so_far = [], [], 0, math.inf
     for number, (objective, trained) in enumerate(trials):
-        trial = type("Trial", (), {"trial_id": str(number)})()
+        trial = SimpleNamespace(trial_id=str(number))  # all ASHA reads of a trial
         for epoch in sorted(objective):
             total += sum(epoch in steps for steps in trained)
             best_so_far = min(best_so_far, objective[epoch])
@@ -126,10 +127,11 @@ def replay_table(client: MlflowClient, out: Path, max_t: int) -> str:
         "| share of random's fold-epochs to reach random's best |",
         "|---|---|---|---|---|",
     ]
+    unstopped = {seed: cost_curve(trials) for seed, trials in curves.items()}  # random search as it ran
     for grace, reduction in settings:
         used, reached, shares = [], [], []
-        for trials in curves.values():
-            full_spent, full_best = cost_curve(trials)
+        for seed, trials in curves.items():
+            full_spent, full_best = unstopped[seed]
             spent, best = replay_asha(trials, grace, reduction, max_t)
             used.append(f"{100 * spent[-1] / full_spent[-1]:.0f}%")
             reached.append(f"{best[-1]:.4f} ({full_best[-1]:.4f})")

@@ -30,37 +30,29 @@ def route_library_logs(storage: str | Path, verbose: bool) -> Path | None:
     handler.set_name(HANDLER_NAME)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in LIBRARIES:
-        logger = logging.getLogger(name)
-        logger.handlers = [handler]
-        logger.propagate = False
-        logger.setLevel(logging.INFO)  # as Ray, MLflow and Optuna set theirs: the file is where a user looks later
+        _file_only(logging.getLogger(name), handler)
     return path
 
 
-def _routed_handler() -> logging.Handler | None:
-    return next((h for h in logging.getLogger("ray").handlers if h.get_name() == HANDLER_NAME), None)
-
-
-def libraries_routed() -> bool:
-    """Whether route_library_logs took Ray's logger: then ray.init must not give it its console handler back."""
-    return _routed_handler() is not None
+def _file_only(logger: logging.Logger, handler: logging.Handler) -> None:
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)  # as Ray, MLflow and Optuna set theirs: the file is where a user looks later
 
 
 @contextmanager
-def routing_kept_through_ray_init() -> Iterator[None]:
-    """ray.init empties the "ray" logger's handlers (`configure_logging=False`): what Ray logs meanwhile (the
-    token warning) reaches the routed file through logging's last resort, and the file is Ray's handler again
-    after."""
-    handler = _routed_handler()
+def routing_kept_through_ray_init() -> Iterator[bool]:
+    """Around ray.init, whose `configure_logging` it yields: False once route_library_logs took Ray's logger,
+    so that ray.init only empties it (instead of giving it a console handler). What Ray logs meanwhile (the token
+    warning) reaches the routed file through logging's last resort, and the file is Ray's handler again after."""
+    handler = next((h for h in logging.getLogger("ray").handlers if h.get_name() == HANDLER_NAME), None)
     if handler is None:
-        yield
+        yield True
         return
     saved = logging.lastResort
     logging.lastResort = handler
     try:
-        yield
+        yield False
     finally:
         logging.lastResort = saved
-        ray_logger = logging.getLogger("ray")
-        ray_logger.handlers = [handler]
-        ray_logger.propagate = False
+        _file_only(logging.getLogger("ray"), handler)

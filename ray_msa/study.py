@@ -35,7 +35,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from ray_msa.config import TextConfig
-from ray_msa.console import libraries_routed, routing_kept_through_ray_init
+from ray_msa.console import routing_kept_through_ray_init
 from ray_msa.data.dataset import MSADataset
 from ray_msa.errors import InputError
 from ray_msa.metrics import METRICS, mode_of
@@ -343,8 +343,8 @@ def plan_cluster(settings: StudySettings) -> Plan:
     if not ray.is_initialized():
         # joins the cluster of RAY_ADDRESS (a `ray job submit` job) or of `ray start`, else starts a
         # local one whose dashboard (which serves the State API Ray Train uses) binds 127.0.0.1
-        with routing_kept_through_ray_init():
-            ray.init(log_to_driver=True, logging_level="WARNING", configure_logging=not libraries_routed())
+        with routing_kept_through_ray_init() as configure_logging:
+            ray.init(log_to_driver=True, logging_level="WARNING", configure_logging=configure_logging)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, STOP)  # after ray.init, which installs its own (abort) handler
         signal.signal(signal.SIGINT, STOP)
