@@ -32,6 +32,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ray_msa.config import ConfigError, TextConfig
+from ray_msa.console import add_verbose_flag, route_library_logs, where_library_logs_went
 from ray_msa.data.dataset import MSADataset
 from ray_msa.data.sources import load_dataset, task_of
 from ray_msa.errors import InputError, exit_on_input_error
@@ -164,6 +165,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrent", type=int, help="variants at once (default: as many as the cluster holds)")
     parser.add_argument("--storage", help="Ray results directory (default ./ray_results)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -211,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"variants ({len(points)}): {', '.join(points)}; {args.folds}-fold CV each, {mode_of(metric)} {metric}")
 
+    storage = args.storage or default_storage()
+    library_log = route_library_logs(storage, args.verbose)
     tables: dict[str, str] = {}
 
     def log_tables(result: GridResult) -> None:
@@ -224,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset,
         points,
         tracking_uri=uri,
-        storage=args.storage or default_storage(),
+        storage=storage,
         role="ablation",
         parent_name=f"ablation-{trial.arch}",
         tags={"arch": trial.arch, "variants": ",".join(points)},
@@ -241,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         Path(args.out).write_text(tables[args.format] + "\n")
     print(f"MLflow: ablation run {result.parent_run_id} at {uri}")
+    where_library_logs_went(library_log)
     return 0
 
 

@@ -5,6 +5,7 @@ unless the user asks for them with --verbose: a user should not have to tell a R
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ def route_library_logs(storage: str | Path, verbose: bool) -> Path | None:
     # Tune's default reporter prints its banner, the results path and a TensorBoard hint even at verbose=0; the
     # legacy one, chosen by this variable when a run starts, prints nothing at verbose=0
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # a bar per artifact download (logging a model)
     path = Path(storage).resolve() / LOG_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
@@ -32,6 +34,20 @@ def route_library_logs(storage: str | Path, verbose: bool) -> Path | None:
     for name in LIBRARIES:
         _file_only(logging.getLogger(name), handler)
     return path
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print Ray's, Tune's, MLflow's and Optuna's messages (default: STORAGE/libraries.log)",
+    )
+
+
+def where_library_logs_went(path: Path | None) -> None:
+    """The closing line that tells a user where the libraries' messages are (nothing when they were printed)."""
+    if path is not None:
+        print(f"Ray's, Tune's, MLflow's and Optuna's messages: {path} (--verbose prints them)")
 
 
 def _file_only(logger: logging.Logger, handler: logging.Handler) -> None:

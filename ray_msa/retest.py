@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ray_msa.ablate import study_config
+from ray_msa.console import add_verbose_flag, route_library_logs, where_library_logs_went
 from ray_msa.data.sources import load_dataset
 from ray_msa.errors import InputError, exit_on_input_error
 from ray_msa.metrics import METRIC_SETS
@@ -54,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--storage", help="Ray results directory (default ./ray_results)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             f"the study's {tags['data_fingerprint']})",
             f"pass the study's data: {redact(tags.get('data_source', '?'))}",
         )
+    storage = args.storage or default_storage()
+    library_log = route_library_logs(storage, args.verbose)
     started = time.time()
     seed = trial.train.seed if args.seed is None else args.seed
     final = args.final or trial.train.final
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             trials=args.test_seeds,
             workers=args.workers,
             tracking_uri=uri,
-            storage=args.storage or default_storage(),
+            storage=storage,
             cpus_per_worker=args.cpus_per_worker,
             engine=args.engine,
         )
@@ -147,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{trial.arch} on {tags['dataset']}, final {final}, {args.test_seeds} seeds in {wall / 60:.1f} min")
     print(results_table(result, METRIC_SETS[dataset.metric_set]))
     print(f"MLflow: retest run {run_id} at {redact(uri)}; model {model_uri}")
+    where_library_logs_went(library_log)
     return 0
 
 

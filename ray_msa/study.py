@@ -16,16 +16,17 @@ import json
 import math
 import os
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pytorch
 import numpy as np
 import ray
 import torch
@@ -42,9 +43,11 @@ from ray_msa.metrics import METRICS, mode_of
 from ray_msa.models.ensemble import FoldEnsemble
 from ray_msa.plan import TRIAL_CPU, Plan
 from ray_msa.search_space import SpaceFile
+from ray_msa.serving.pyfunc import log_pyfunc
+from ray_msa.serving.stored import write_model_files
 from ray_msa.statistics import t_interval
 from ray_msa.study_plots import log_study_plots, optuna_study
-from ray_msa.study_progress import StudyCallback, close_cut_trials
+from ray_msa.study_progress import StudyCallback, close_cut_trials, drop_checkpoints
 from ray_msa.tracking import Tracker, git_commit, redact
 from ray_msa.train.ray_train_run import trainer
 from ray_msa.train.workers import (
@@ -89,6 +92,7 @@ class StudySettings:
     test_seeds: int = 1  # the best configuration retrained and tested once per seed (seed, seed + 1, ...)
     sampler: str = "tpe"  # "tpe" (Optuna's TPE) or "random" (Optuna's random sampler)
     pruner: str = "asha"  # "asha" stops laggards at epochs 2, 4, ...; "none" runs every trial to its end
+    keep_checkpoints: bool = False  # False: a trial's checkpoints go once its runs are closed, all once it finishes
     command: list[str] = field(default_factory=list)  # the CLI arguments, kept so --resume rebuilds the same study
     extra_params: dict[str, Any] = field(default_factory=dict)
 
@@ -236,6 +240,11 @@ def _write_record(path: Path, record: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1))
     os.replace(tmp, path)
+
+
+def trial_folders(storage: str, study_name: str, trial: Any) -> list[Path]:
+    """Where a Tune trial's checkpoints are: its own folder, and its Ray Train run's when it has one."""
+    return [Path(trial.local_path), Path(storage) / f"{study_name}-{trial.trial_id}"]
 
 
 def cross_validate_trial(trial: TrialConfig, run: RunContext, plan: Plan, name: str) -> None:
@@ -529,6 +538,7 @@ def final_evaluation(
     plan: Plan,
     name: str,
     seeds: int,
+    keep_checkpoints: bool = False,
 ) -> tuple[dict[str, list[float]], dict[str, float], str]:
     """The final model (`trial.train.final`) trained and tested once per seed as `final` children of run
     `run_id`, which gets the test summary over seeds and the logged model (the first seed's, or its fold
@@ -539,6 +549,8 @@ def final_evaluation(
     tracker.metrics(run_id, {f"test_{k}": v for k, v in summary.items()})
     tracker.metrics(run_id, {"final_seeds": seeds})
     model_uri = _log_model(tracker, run_id, dataset, trial, model_state)
+    if not keep_checkpoints:  # the model is in MLflow now
+        drop_checkpoints(*Path(plan.storage).glob(f"{name}-final-*"))
     return per_seed, {metric: summary[metric] for metric in per_seed}, model_uri
 
 
@@ -572,7 +584,8 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         dataset_ref = [ray.put(dataset)]
         budget_s = settings.time_budget_min * 60 if settings.time_budget_min else None
         deadline = time.time() + budget_s if budget_s else None
-        callback = StudyCallback(tracker, settings.metric, settings.trials, deadline)
+        folders = None if settings.keep_checkpoints else partial(trial_folders, settings.storage, study.name)
+        callback = StudyCallback(tracker, settings.metric, settings.trials, deadline, folders)
         grid = STOP.fit(_tuner(settings, study, plan, dataset_ref, callback, budget_s, resume is not None))
         out_of_time = deadline is not None and time.time() >= deadline - 1
         unfinished = grid.num_terminated + grid.num_errors < len(grid) or len(grid) < settings.trials
@@ -591,7 +604,15 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
             sampled, {**settings.flags, "engine": plan.engine, "final_epochs": final_epochs}, settings.text
         )
         per_seed, test, model_uri = final_evaluation(
-            tracker, study.run_id, dataset, final, dataset_ref, plan, study.name, settings.test_seeds
+            tracker,
+            study.run_id,
+            dataset,
+            final,
+            dataset_ref,
+            plan,
+            study.name,
+            settings.test_seeds,
+            settings.keep_checkpoints,
         )
         wall = time.time() - started + float(study.record.get("wall_before_s", 0.0))
         overhead, trial_wall = callback.ray_overhead()
@@ -606,6 +627,8 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         )
         tracker.finish(study.run_id)
         study.save(finished=True)
+        if not settings.keep_checkpoints:  # a finished study is never resumed: every checkpoint has done its work
+            drop_checkpoints(*Path(settings.storage).glob(f"{study.name}*"))
         return StudyResult(
             study.run_id, sampled, cv, test, len(grid), wall, (overhead, trial_wall), model_uri, final, per_seed
         )
@@ -617,24 +640,25 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
 
 
 def _log_model(tracker: Tracker, run_id: str, dataset: MSADataset, trial: TrialConfig, weights: dict) -> str:
-    """The final model (the refit one, or the fold models as one `FoldEnsemble`) as an MLflow PyTorch
-    model, and `model_spec.json`: what the model was trained on and its resolved configuration, which
-    `predict` and `ablate` read back typed."""
+    """The final model (the refit one, or the fold models as one `FoldEnsemble`) as an MLflow pyfunc whose
+    weights are a safetensors file, and `model_spec.json`: what the model was trained on and its resolved
+    configuration, which `predict`, `ablate` and the served model read back typed."""
+    fitted = trial.restrict(dataset)
 
     def built(state: dict) -> torch.nn.Module:
-        model = trial.spec.for_dataset(dataset, trial.model, trial.text)
+        model = trial.spec.for_dataset(fitted, trial.model, trial.text)
         model.load_state_dict(state)
         return model
 
-    model = FoldEnsemble([built(s) for s in weights["folds"]]) if "folds" in weights else built(weights["model"])
-    model.eval()
+    members = weights.get("folds", [])
+    model = FoldEnsemble([built(s) for s in members]) if members else built(weights["model"])
+    record = model_record(fitted, trial) | {"members": len(members)}
     mlflow.set_tracking_uri(tracker.uri)
-    with mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            model, name="model", serialization_format="pickle", pip_requirements=["torch", "ray_msa"]
-        )
-        mlflow.log_dict(model_record(dataset, trial), "model_spec.json")
-    return info.model_uri
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+        write_model_files(Path(tmp), model, record)
+        uri = log_pyfunc(Path(tmp), record)
+        mlflow.log_dict(record, "model_spec.json")
+    return uri
 
 
 def model_record(dataset: MSADataset, trial: TrialConfig) -> dict[str, Any]:

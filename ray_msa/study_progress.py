@@ -5,12 +5,23 @@ closed with a `stopped_by` tag, never left RUNNING; Ray's start-up and tear-down
 from __future__ import annotations
 
 import math
+import shutil
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from ray import tune
 
 from ray_msa.tracking import Tracker
+
+
+def drop_checkpoints(*folders: Path) -> None:
+    """Every `checkpoint_*` folder under `folders`: a closed trial's runs are in MLflow, and the final model too."""
+    for folder in folders:
+        for checkpoint in sorted(Path(folder).glob("**/checkpoint_*")):
+            if checkpoint.is_dir():
+                shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 def close_stopped_trial(tracker: Tracker, run_id: str, stopper: str, status: str = "FINISHED") -> None:
@@ -36,8 +47,18 @@ def close_cut_trials(tracker: Tracker, study_run: str) -> int:
 class StudyCallback(tune.Callback):
     """Progress a person can follow, and MLflow run states for stopped trials."""
 
-    def __init__(self, tracker: Tracker, metric: str, trials_total: int, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        tracker: Tracker,
+        metric: str,
+        trials_total: int,
+        deadline: float | None = None,
+        finished_trial_folders: Callable[[tune.experiment.Trial], list[Path]] | None = None,
+    ) -> None:
+        """`finished_trial_folders`: where a trial's checkpoints are, removed once its runs are closed (None: kept).
+        An unfinished trial keeps its last, from which --resume continues it."""
         self.tracker, self.metric, self.trials_total, self.deadline = tracker, metric, trials_total, deadline
+        self.finished_trial_folders = finished_trial_folders
         self.started: dict[str, float] = {}
         self.worker_started: dict[str, float] = {}
         self.last_result: dict[str, float] = {}
@@ -66,6 +87,8 @@ class StudyCallback(tune.Callback):
                 close_stopped_trial(self.tracker, run_id, stopper)
             else:
                 self.tracker.finish(run_id)
+        if self.finished_trial_folders is not None:
+            drop_checkpoints(*self.finished_trial_folders(trial))
         value = result.get(f"mean_{self.metric}", float("nan"))
         how = (
             f"stopped by {stopper} after epoch {result.get('epoch')}"

@@ -35,6 +35,7 @@ from mlflow.tracking import MlflowClient
 
 from ray_msa.ablate import chosen_configuration
 from ray_msa.config import ConfigError, TrainConfig, closest
+from ray_msa.console import add_verbose_flag, route_library_logs, where_library_logs_went
 from ray_msa.data.dataset import MSADataset
 from ray_msa.data.sources import load_dataset
 from ray_msa.errors import InputError, exit_on_input_error
@@ -277,6 +278,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", choices=FORMATS, default="text", help="table format (default text)")
     parser.add_argument("--out", help="also write the table to this file")
     parser.add_argument("--plot", help="also write the PNG plot to this file")
+    add_verbose_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -380,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.out).write_text(tables[args.format] + "\n")
         outputs.update(cells=cells, table=tables[args.format])
 
+    storage = args.storage or default_storage()
+    library_log = route_library_logs(storage, args.verbose)
     params = {k: v for k, v in base.params().items() if k.split(".", 1)[1] not in keys}
     params |= {"arch": base.arch, "config_from": origin, **{f"sweep.{a.key}": ",".join(a.written) for a in axes}}
     try:
@@ -387,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset,
             points,
             tracking_uri=uri,
-            storage=args.storage or default_storage(),
+            storage=storage,
             role="sweep",
             parent_name=f"sweep-{base.arch}-{'-'.join(keys)}",
             tags={"swept": ",".join(keys)},
@@ -410,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         print(f"plot: {args.plot}")
     print(f"MLflow: sweep run {result.parent_run_id} at {redact(uri)} (sweep.csv, sweep.md, sweep.png)")
+    where_library_logs_went(library_log)
     return 0
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ray_msa.config import TextConfig
-from ray_msa.console import route_library_logs
+from ray_msa.console import add_verbose_flag, route_library_logs, where_library_logs_went
 from ray_msa.data.dataset import MSADataset
 from ray_msa.data.sources import load_dataset, task_of
 from ray_msa.errors import InputError, exit_on_input_error
@@ -124,10 +124,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_TEST_SEEDS,
         help=f"retrain the best configuration with this many seeds, each tested once (default {DEFAULT_TEST_SEEDS})",
     )
+    add_verbose_flag(parser)
     parser.add_argument(
-        "--verbose",
+        "--keep-checkpoints",
         action="store_true",
-        help="also print Ray's, Tune's, MLflow's and Optuna's messages (default: STORAGE/libraries.log)",
+        help="keep every trial's last checkpoint under STORAGE (default: removed once the trial's runs are closed)",
     )
     parser.add_argument(
         "--sampler", choices=("tpe", "random"), default="tpe", help="Optuna sampler proposing trials (default tpe)"
@@ -240,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         test_seeds=args.test_seeds,
         sampler=args.sampler,
         pruner=args.pruner,
+        keep_checkpoints=args.keep_checkpoints,
         command=[a for a in argv if a != "--resume"],
     )
     library_log = route_library_logs(settings.storage, args.verbose)
@@ -261,8 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         share = f"{overhead:.1f}s of {trial_wall:.1f}s ({100 * overhead / trial_wall:.0f}%)"
         print(f"Ray start-up + tear-down per trial: {share}")
     print(f"MLflow: study run {result.study_run_id} at {redact(settings.tracking_uri)}; model {result.model_uri}")
-    if library_log:
-        print(f"Ray's, Tune's, MLflow's and Optuna's messages: {library_log} (--verbose prints them)")
+    where_library_logs_went(library_log)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import re
 import secrets
@@ -246,6 +247,11 @@ def start_tune(*args: str, cwd: Path, log: Path, **extra_env: str) -> subprocess
         return subprocess.Popen(command, cwd=cwd, env=study_env(cwd, **extra_env), stdout=out, stderr=subprocess.STDOUT)
 
 
+def trial_id(checkpoint: Path) -> str:
+    """The Tune trial id of a checkpoint folder (`.../run_trial_<id>_<n>_<params>/checkpoint_<k>`)."""
+    return checkpoint.parent.name.split("_")[2]
+
+
 def trials_in(output: str) -> tuple[list[str], list[str]]:
     """The trials a study's output says finished, and those it says started and have not finished."""
     finished = re.findall(r"== trial (\w+) finished after epoch", output)
@@ -305,7 +311,8 @@ class SyntheticStudies:
         self.uri = new_store(self.cwd / "mlruns" / "mlflow.db")  # the default store of a study run in `cwd`
         self.twin_uri = new_store(self.twin / "mlflow.db")
         cached = {"RAY_MSA_CACHE": str(cache)}
-        straight = start_tune(*self.args(self.data), cwd=self.cwd, log=root / "study.log", **cached)
+        kept = [*self.args(self.data), "--keep-checkpoints"]  # its twin drops each trial's once it is closed
+        straight = start_tune(*kept, cwd=self.cwd, log=root / "study.log", **cached)
         storage = self.twin / "ray_results"
         twin_args = [*self.args(self.shuffled), "--storage", str(storage), "--tracking-uri", self.twin_uri]
         twin = start_tune(*twin_args, cwd=self.twin, log=root / "stopped.log", **cached)
@@ -315,6 +322,9 @@ class SyntheticStudies:
         experiment = client.get_experiment_by_name("ray_msa-mosei")
         found = client.search_runs([experiment.experiment_id], "tags.role = 'study'") if experiment else []
         self.stopped_status = [r.info.status for r in found]  # while nothing runs it
+        # the trials whose checkpoints are left while it is stopped: the closed first one's are gone
+        self.checkpointed_when_stopped = sorted({trial_id(p) for p in storage.glob("*/run_trial_*/checkpoint_*")})
+        self.trials_when_stopped = trials_in(self.stopped.stdout)
         self.resumed = tune_command("mosei", "--resume", "--storage", str(storage), cwd=self.twin, **cached)
         straight.wait(timeout=900)
         self.done = subprocess.CompletedProcess(straight.args, straight.returncode, (root / "study.log").read_text())
@@ -342,3 +352,55 @@ class SyntheticStudies:
 @pytest.fixture(scope="session")
 def synthetic_studies(tmp_path_factory, ray_cluster) -> SyntheticStudies:
     return SyntheticStudies(tmp_path_factory.mktemp("synthetic_studies"), tmp_path_factory.getbasetemp() / "cache")
+
+
+MOSI_SAMPLE = ROOT / "tests" / "data" / "mosi_sample"
+
+
+@dataclass
+class MosiStudy:
+    """The default architecture's study on the committed MOSI slice (real text, audio and vision of five
+    videos): two trials, two seeds' final models. Its tree, its model applied by `predict`, by the MLflow
+    pyfunc server and by Ray Serve are tested on the one study."""
+
+    folder: Path
+    done: subprocess.CompletedProcess
+    uri: str
+
+
+@pytest.fixture(scope="session")
+def mosi_study(tmp_path_factory, ray_cluster) -> MosiStudy:
+    folder = tmp_path_factory.mktemp("mosi_study")
+    # half a CPU per worker: two trials, then the two seeds' retrainings, side by side on 2 cores
+    args = ("--trials", "2", "--folds", "2", "--epochs", "1", "--test-seeds", "2", "--cpus-per-worker", "0.5")
+    done = tune_command("mosi", "--data", str(MOSI_SAMPLE), *args, cwd=folder)
+    return MosiStudy(folder, done, f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}")
+
+
+@pytest.fixture
+def library_loggers(monkeypatch):
+    """The libraries' loggers as they were, and Tune's and MLflow's output settings, back after the test."""
+    from ray_msa.console import LIBRARIES
+
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    loggers = [logging.getLogger(name) for name in LIBRARIES]
+    saved = [(list(logger.handlers), logger.propagate, logger.level) for logger in loggers]
+    yield
+    for logger, (handlers, propagate, level) in zip(loggers, saved):
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers, logger.propagate = handlers, propagate
+        logger.setLevel(level)
+
+
+# how a library's log record begins on the console: Ray's and MLflow's "2026-12-05 02:14:01,123 INFO ...", Ray's
+# C++ "[2026-12-05 02:14:01,123 E 123 456] core_worker.cc", Tune's boxed banner
+LIBRARY_RECORD = re.compile(r"^(\[?\d{4}[-/]\d\d[-/]\d\d \d\d:\d\d:\d\d|[╭│╰])")
+
+
+def library_records(output: str) -> list[str]:
+    """The lines of `output` that a library's logger (or Tune's reporter) printed."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", output)
+    return [line for line in plain.splitlines() if LIBRARY_RECORD.match(re.sub(r"^\(\w+ pid=\d+\) ", "", line))]

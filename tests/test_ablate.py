@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import new_store
+from conftest import library_records, new_store
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
@@ -90,7 +90,7 @@ def test_ablation_table_compares_each_variant_with_the_reference():
     assert table[1].split(",")[-2:] == ["-", "-"]
 
 
-def test_ablate_mosi_mtl_runs_end_to_end_on_ray(tmp_path, capsys, ray_cluster):
+def test_ablate_mosi_mtl_runs_end_to_end_on_ray(tmp_path, capsys, ray_cluster, library_loggers):
     """On the committed MOSI slice (real text, audio and vision of five videos: tiny, three modalities)."""
     from ray_msa.ablate import main as ablate
 
@@ -112,7 +112,11 @@ def test_ablate_mosi_mtl_runs_end_to_end_on_ray(tmp_path, capsys, ray_cluster):
 
     assert ablate(argv) == 0
     assert not ray.is_initialized()  # it let go of the Ray it joined
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # the libraries' messages went to their file, which the last line names
+    log = (tmp_path / "ray" / "libraries.log").resolve()
+    assert library_records(out + err) == [] and log.is_file()
+    assert f"Ray's, Tune's, MLflow's and Optuna's messages: {log} (--verbose prints them)" in out  # its last line
     rows = [line.split("|")[1].strip() for line in (tmp_path / "t.md").read_text().splitlines()[2:]]
     assert rows == ["full", "T+A", "no_polarity"] and "| ΔMAE vs full |" in out
     client = MlflowClient(uri)

@@ -6,24 +6,7 @@ import logging
 import os
 import sys
 
-import pytest
-
 from ray_msa.console import LIBRARIES, route_library_logs, routing_kept_through_ray_init
-
-
-@pytest.fixture
-def library_loggers(monkeypatch):
-    """The libraries' loggers as they were, and Tune's output setting, back after the test."""
-    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
-    loggers = [logging.getLogger(name) for name in LIBRARIES]
-    saved = [(list(logger.handlers), logger.propagate, logger.level) for logger in loggers]
-    yield
-    for logger, (handlers, propagate, level) in zip(loggers, saved):
-        for handler in logger.handlers:
-            if handler not in handlers:
-                handler.close()
-        logger.handlers, logger.propagate = handlers, propagate
-        logger.setLevel(level)
 
 
 def test_library_records_go_to_the_file_not_the_console(tmp_path, capfd, library_loggers):
@@ -41,6 +24,7 @@ def test_library_records_go_to_the_file_not_the_console(tmp_path, capfd, library
     for line in ("Creating initial MLflow", "A new study created", "Wrote the experiment state", "Running upgrade"):
         assert line in written
     assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"  # Tune's legacy reporter: silent at verbose=0
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"  # no bar when a model is logged
 
 
 def test_verbose_leaves_the_libraries_alone(tmp_path, library_loggers):

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import new_store, tune_command
@@ -304,29 +305,57 @@ def test_tune_then_predict_the_unlabelled_posts(small_mvsa, tmp_path, ray_cluste
 
     out = tmp_path / "predictions.csv"
     assert predict(["--model", study_run, "--data", str(small_mvsa), "--out", str(out), "--tracking-uri", uri]) == 0
-    rows = list(csv.DictReader(out.open()))
+    table = pd.read_csv(out, dtype={"id": str})
     expected = [r["guid"] for r in csv.DictReader((small_mvsa / "test_without_label.txt").open())]
-    assert [r["guid"] for r in rows] == expected and {r["tag"] for r in rows} <= set(TAGS)
+    assert list(table["id"]) == expected and set(table["tag"]) <= set(TAGS)
+    probabilities = table[[f"p_{t}" for t in TAGS]].to_numpy()
+    assert np.allclose(probabilities.sum(1), 1, atol=1e-6)
+    assert list(table["tag"]) == [TAGS[k] for k in probabilities.argmax(1)]
     model_uri = done.stdout.split("; model ")[1].split()[0]  # models:/m-...
     for spelled in (f"runs:/{study_run}", model_uri):  # every way a user may name the same model
         again = tmp_path / "again.csv"
         assert predict(["--model", spelled, "--data", str(small_mvsa), "--out", str(again), "--tracking-uri", uri]) == 0
         assert again.read_text() == out.read_text()
-
-
-def test_predict_refuses_a_model_of_another_task(small_mvsa, tmp_path, capsys):
+    # the pyfunc reads a post as the text and the JPEG's bytes, and predicts what predict does
     import mlflow
-    import mlflow.pytorch
 
-    from ray_msa.models import build_model
-    from ray_msa.predict import main as predict
+    from ray_msa.data.mvsa import decode
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    posts = pd.DataFrame(
+        {
+            "id": expected,
+            "text": [decode((small_mvsa / "data" / f"{g}.txt").read_bytes())[0] for g in expected],
+            "image": [(small_mvsa / "data" / f"{g}.jpg").read_bytes() for g in expected],
+        }
+    )
     mlflow.set_tracking_uri(uri)
-    model = build_model("lf_dnn", ("text",), {"text": 384}, {})
+    served = mlflow.pyfunc.load_model(model_uri).predict(posts)
+    assert list(served["tag"]) == list(table["tag"])
+    assert np.abs(served[[f"p_{t}" for t in TAGS]].to_numpy() - probabilities).max() < 1e-6
+
+
+def test_predict_refuses_data_of_another_dataset(small_mvsa, tmp_path, capsys):
+    """A model trained on MOSI reads MOSI's formats only: an MVSA folder is refused in one line."""
+    import mlflow
+
+    from ray_msa.config import TextConfig
+    from ray_msa.data.sources import load_dataset
+    from ray_msa.predict import main as predict
+    from ray_msa.search_space import load_space
+    from ray_msa.serving.pyfunc import log_pyfunc
+    from ray_msa.serving.stored import write_model_files
+    from ray_msa.study import model_record
+
+    space = load_space("lf_dnn")
+    trial = space.build(space.start_for(), {"metric": "MAE"}, TextConfig())
+    mosi = trial.spec.prepare_text(load_dataset("mosi", ROOT / "tests" / "data" / "mosi_sample"), trial.text)
+    record = model_record(mosi, trial) | {"members": 0}
+    uri = new_store(tmp_path / "mlflow.db")
+    mlflow.set_tracking_uri(uri)
     with mlflow.start_run() as run:
-        mlflow.pytorch.log_model(model, name="model", serialization_format="pickle", pip_requirements=["torch"])
-        mlflow.log_dict({"arch": "lf_dnn", "model_config": {}, "dataset": "mosi", "task": "score"}, "model_spec.json")
+        write_model_files(tmp_path / "model", trial.spec.for_dataset(mosi, trial.model, trial.text), record)
+        log_pyfunc(tmp_path / "model", record)
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         predict(
             [
@@ -340,8 +369,8 @@ def test_predict_refuses_a_model_of_another_task(small_mvsa, tmp_path, capsys):
                 uri,
             ]
         )
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and "trained on mosi to predict a sentiment score" in err and "tune mvsa" in err
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "no mosi data found" in err
     assert not (tmp_path / "p.csv").exists()
 
 

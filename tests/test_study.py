@@ -1,12 +1,11 @@
 """End-to-end studies through the real command: Ray Tune + Ray Train + MLflow."""
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SyntheticStudies, tune_command
+from conftest import MOSI_SAMPLE, MosiStudy, SyntheticStudies, library_records, trial_id, tune_command
 from mlflow.tracking import MlflowClient
 
 from ray_msa.data import load_dataset
@@ -17,7 +16,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]  # studi
 
 
 tune = tune_command  # `python -m ray_msa.tune` in a test's folder, joining the run's cluster
-MOSI_SAMPLE = Path(__file__).parent / "data" / "mosi_sample"
 
 
 # how each line ray_msa prints during a study begins (Ray's "(name pid=N) " prefix on a worker's lines taken off)
@@ -45,16 +43,15 @@ def runs_by_role(tracking_uri: str, experiment: str) -> dict[str, list]:
     return out
 
 
-def test_study_on_mosi_records_the_tree(tmp_path, capsys, monkeypatch):
+@pytest.mark.xdist_group("mosi_study")  # one worker runs the shared study once
+def test_study_on_mosi_records_the_tree(mosi_study: MosiStudy, tmp_path, capsys, monkeypatch, library_loggers):
     """On the committed MOSI slice (real text, audio and vision of five videos), the default architecture."""
-    # half a CPU per worker: two trials, then the two seeds' retrainings, side by side on 2 cores
-    args = ("--trials", "2", "--folds", "2", "--epochs", "1", "--test-seeds", "2", "--cpus-per-worker", "0.5")
-    done = tune("mosi", "--data", str(MOSI_SAMPLE), *args, cwd=tmp_path)
+    done, uri = mosi_study.done, mosi_study.uri
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Has0_Acc2" in done.stdout and "test mean ± std over 2 seeds [95% CI]" in done.stdout
     assert library_lines(done.stdout + done.stderr) == []  # the libraries' messages went to their file
-    assert "A new study created in memory" in (tmp_path / "ray_results" / "libraries.log").read_text()  # Optuna
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    libraries_log = mosi_study.folder / "ray_results" / "libraries.log"
+    assert "A new study created in memory" in libraries_log.read_text()  # Optuna's
     runs = runs_by_role(uri, "ray_msa-mosi")
     assert len(runs["study"]) == 1 and len(runs["trial"]) == 2 and len(runs["fold"]) == 4
     study = runs["study"][0]
@@ -97,19 +94,10 @@ def test_study_on_mosi_records_the_tree(tmp_path, capsys, monkeypatch):
     assert {"optuna_history.png", "optuna_importances.png", "optuna_parallel_coordinate.png"} <= artifacts
     history = client.get_metric_history(runs["fold"][0].info.run_id, "val_MAE")
     assert [m.step for m in history] == [0]
-    # the final model is an MLflow model that predicts
-    import mlflow.pytorch
-
-    from ray_msa.data.text import prepare_text
-    from ray_msa.train.batches import batches, in_order
-
-    model_runs = client.search_logged_models([study.info.experiment_id])
-    assert len(model_runs) == 1
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pytorch.load_model(model_runs[0].model_uri)
-    test = prepare_text(load_dataset("mosi", MOSI_SAMPLE), "frozen").splits["test"]
-    batch = next(batches(test, in_order(np.arange(8), 8)))
-    assert model(batch).prediction.shape == (8,)
+    # no checkpoint is left: every trial's runs are closed, the final model is in MLflow
+    assert list((mosi_study.folder / "ray_results").glob("**/checkpoint_*")) == []
+    # the final model: one logged model (what predict and the servers apply is tested beside this test)
+    assert len(client.search_logged_models([study.info.experiment_id])) == 1
     # the comparison table reads the same store
     from ray_msa.compare import collect, render
 
@@ -124,7 +112,13 @@ def test_study_on_mosi_records_the_tree(tmp_path, capsys, monkeypatch):
     from ray_msa.retest import main as retest_main  # in this process: a subprocess would import it all again
 
     args = [study.info.run_id, "--data", str(MOSI_SAMPLE), "--tracking-uri", uri, "--storage", str(tmp_path / "rt")]
+    capsys.readouterr()
     assert retest_main([*args, "--test-seeds", "2", "--cpus-per-worker", "0.5"]) == 0
+    out, err = capsys.readouterr()
+    log = (tmp_path / "rt" / "libraries.log").resolve()  # the libraries' messages went to their file
+    assert list((tmp_path / "rt").glob("**/checkpoint_*")) == []  # the model is in MLflow
+    assert library_records(out + err) == [] and log.is_file()
+    assert f"Ray's, Tune's, MLflow's and Optuna's messages: {log} (--verbose prints them)" in out
     (retest,) = [r for r in runs_by_role(uri, "ray_msa-mosi")["study"] if r.info.run_id != study.info.run_id]
     assert retest.data.tags["retest_of"] == study.info.run_id and retest.info.status == "FINISHED"
     assert retest.data.metrics["test_MAE"] == study.data.metrics["test_MAE"]  # same seeds, same models
@@ -154,6 +148,20 @@ def test_text_only_label_csv_directory(synthetic_studies: SyntheticStudies):
     runs = runs_by_role(synthetic_studies.uri, "ray_msa-mosei")
     assert runs["study"][0].info.status == "FINISHED"
     assert len(runs["trial"]) == 3 and len(runs["fold"]) == 6
+
+
+@pytest.mark.xdist_group("synthetic_studies")  # one worker builds the shared studies once
+def test_checkpoints_are_removed_once_used_unless_kept(synthetic_studies: SyntheticStudies):
+    """The twin, interrupted in its second trial, resumed from that trial's checkpoint (its first trial's was
+    already gone) and then left none; the study run with --keep-checkpoints kept each trial's last."""
+    twin = synthetic_studies
+    (finished,), (running,) = twin.trials_when_stopped
+    assert twin.checkpointed_when_stopped == [running]  # the finished trial's went when its runs were closed
+    assert twin.resumed.returncode == 0 and "(resumed)" in twin.resumed.stdout
+    assert "resumed from its checkpoint after epoch" in twin.resumed.stdout
+    assert list((twin.twin / "ray_results").glob("**/checkpoint_*")) == []
+    kept = {trial_id(p) for p in (twin.cwd / "ray_results").glob("*/run_trial_*/checkpoint_*")}
+    assert len(kept) == 3  # one per trial
 
 
 @pytest.mark.xdist_group("synthetic_studies")  # one worker builds the shared studies once

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import ray
-from conftest import new_store
+from conftest import library_records, new_store
 from mlflow.tracking import MlflowClient
 
 from ray_msa.data.synthetic_files import write_mult_pickle
@@ -77,7 +77,7 @@ def test_plots_heat_map_for_two_settings_and_log_or_categorical_axes_for_one(tmp
 
 
 @pytest.mark.slow
-def test_a_sweep_of_two_values_records_two_points_of_k_folds(tmp_path, capsys, ray_cluster):
+def test_a_sweep_of_two_values_records_two_points_of_k_folds(tmp_path, capsys, ray_cluster, library_loggers):
     data = tmp_path / "mosi"
     write_mult_pickle(data, "mosi", sizes=(48, 16, 16), shapes=TINY)
     uri = new_store(tmp_path / "mlflow.db")
@@ -91,8 +91,11 @@ def test_a_sweep_of_two_values_records_two_points_of_k_folds(tmp_path, capsys, r
         )
     finally:
         ray.shutdown()
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
     assert code == 0, printed[-3000:]
+    log = (tmp_path / "ray_results" / "libraries.log").resolve()  # where the libraries' messages went
+    assert library_records(printed + err) == [] and log.is_file()
+    assert f"Ray's, Tune's, MLflow's and Optuna's messages: {log} (--verbose prints them)" in printed  # its last line
     assert "2 concurrent trial(s)" in printed  # both points side by side on the 2 CPUs
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [r["lr"] for r in rows] == ["1e-3", "3e-2"]

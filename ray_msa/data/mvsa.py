@@ -18,6 +18,7 @@ import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -133,9 +134,11 @@ def read_posts(directory: Path, index_name: str, labelled: bool) -> Posts:
     return Posts(np.array(guids), np.array(texts), images, labels, encodings, image_only)
 
 
-def load_images(paths: list[Path], guids: np.ndarray, sizes: tuple[int, ...]) -> list[np.ndarray]:
-    """Each image decoded once, at every size: (N, 3, size, size) uint8, shorter side resized
-    to `size`, centre crop. Unreadable images are named by guid."""
+def load_images(
+    paths: list[Path] | list[BinaryIO], guids: np.ndarray, sizes: tuple[int, ...], where: Path | str | None = None
+) -> list[np.ndarray]:
+    """Each image (a file, or a binary stream of one) decoded once, at every size: (N, 3, size, size) uint8,
+    shorter side resized to `size`, centre crop. Unreadable images are named by guid."""
     from PIL import Image, UnidentifiedImageError  # only MVSA folders need an image decoder
 
     outs = [np.zeros((len(paths), 3, size, size), np.uint8) for size in sizes]
@@ -156,12 +159,36 @@ def load_images(paths: list[Path], guids: np.ndarray, sizes: tuple[int, ...]) ->
             broken.append(str(guids[i]))
     if broken:
         raise InputError(
-            paths[0].parent,
+            where if where is not None else paths[0].parent,
             "images",
             f"{len(broken)} unreadable: guids {', '.join(broken[:10])}",
             "replace those JPEG files or remove the guids from the list",
         )
     return outs
+
+
+def posts_split(
+    guids: np.ndarray,
+    texts: np.ndarray,
+    images: list[Path] | list[BinaryIO],
+    labels: np.ndarray,
+    scratch_size: int = SCRATCH_SIZE,
+    where: Path | str | None = None,
+) -> Split:
+    """Posts as the model reads them: cleaned text, EfficientNet-Lite0 tokens of the 224-pixel image
+    (`vision`) and the image at `scratch_size` pixels (`image`). `predict` and the served model build
+    new posts here too, so they are read exactly as in training."""
+    pixels, small = load_images(images, guids, (PRETRAINED_SIZE, scratch_size), where)
+    tokens = image_tokens(pixels)
+    return Split(
+        ids=guids,
+        video_ids=guids,
+        labels=labels,
+        raw_text=texts,
+        vision=tokens,
+        vision_lengths=np.full(len(guids), tokens.shape[1], np.int64),
+        image=small,
+    )
 
 
 def image_tokens(images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -218,17 +245,7 @@ def load_mvsa_dataset(directory: Path, scratch_size: int = SCRATCH_SIZE) -> MSAD
             notes[f"{index_name} posts whose text is only links/mentions (image only)"] = (
                 f"{len(posts.image_only)}: {' '.join(posts.image_only)}"
             )
-        pixels, small = load_images(posts.images, posts.guids, (PRETRAINED_SIZE, scratch_size))
-        tokens = image_tokens(pixels)
-        splits[split_name] = Split(
-            ids=posts.guids,
-            video_ids=posts.guids,
-            labels=posts.labels,
-            raw_text=posts.texts,
-            vision=tokens,
-            vision_lengths=np.full(len(posts.guids), tokens.shape[1], np.int64),
-            image=small,
-        )
+        splits[split_name] = posts_split(posts.guids, posts.texts, posts.images, posts.labels, scratch_size)
     present = next(s for s in splits.values() if s is not None)
     empty = present.take(np.zeros(0, np.int64))
     splits = {name: empty if split is None else split for name, split in splits.items()}

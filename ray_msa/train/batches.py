@@ -47,6 +47,12 @@ def in_order(index: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return [index[i : i + batch_size] for i in range(0, len(index), batch_size)]
 
 
+def evaluation_groups(split: Split, index: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Positions in `index`, batched in order of length: how every evaluation batches (validation, test,
+    `predict`), so the same model gives the same predictions wherever it is applied."""
+    return in_order(np.argsort(sequence_lengths(split)[index], kind="stable"), batch_size)
+
+
 def length_bucketed(
     index: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: int = 20
 ) -> list[np.ndarray]:

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from ray_msa.data.dataset import MSADataset, Split
 from ray_msa.data.folds import development_pool, group_folds
 from ray_msa.metrics import DEFAULT_METRIC, METRIC_SETS, compute_metrics, is_better
-from ray_msa.train.batches import batches, in_order, input_stats, length_bucketed, sequence_lengths, shard
+from ray_msa.train.batches import batches, evaluation_groups, input_stats, length_bucketed, sequence_lengths, shard
 from ray_msa.train.engine import Engine, make_engine
 from ray_msa.trial import RunContext, TrialConfig
 
@@ -134,7 +134,7 @@ def predict_with_extras(
     The batches (sorted by length) are the same for any number of workers, so every sample's prediction
     is too, bit for bit; every worker runs as many forward passes (ZeRO 3 gathers parameters in each)."""
     engine.train(False)
-    groups = in_order(np.argsort(sequence_lengths(split)[index], kind="stable"), batch_size)  # positions in index
+    groups = evaluation_groups(split, index, batch_size)  # positions in index
     mine = groups[ctx.rank :: ctx.world]
     rounds = -(-len(groups) // ctx.world)
     padded = mine + groups[:1] * (rounds - len(mine))  # a worker with fewer batches repeats one, unused

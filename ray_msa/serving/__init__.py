@@ -1,0 +1,1 @@
+"""Applying a trained model: its stored files, the MLflow pyfunc, the Ray Serve deployment."""
