@@ -243,8 +243,9 @@ def _write_record(path: Path, record: dict[str, Any]) -> None:
 
 
 def trial_folders(storage: str, study_name: str, trial: Any) -> list[Path]:
-    """Where a Tune trial's checkpoints are: its own folder, and its Ray Train run's when it has one."""
-    return [Path(trial.local_path), Path(storage) / f"{study_name}-{trial.trial_id}"]
+    """Where a Tune trial's checkpoints are: its folder in the study's storage (`trial.path`; `local_path` is the
+    driver's staging folder), and its Ray Train run's when it has one."""
+    return [Path(trial.path), Path(storage) / f"{study_name}-{trial.trial_id}"]
 
 
 def cross_validate_trial(trial: TrialConfig, run: RunContext, plan: Plan, name: str) -> None:
