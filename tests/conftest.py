@@ -144,7 +144,9 @@ def started_head(root: Path, cache: Path, dashboard: bool) -> Iterator[RayHead]:
     command += ["--disable-usage-stats", "--block"]
     log_path = root / "head.log"
     with log_path.open("w") as log:
-        head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # SIGINT restored for it: a shell runs a background job (`.ci/run &`) with SIGINT ignored, which its children
+        # inherit, and then the head ignored stop_head's SIGINT for 60 s
+        head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_sigint_default)
 
     def up() -> bool:  # `ray start` says so once its processes run; the jobs API also needs the dashboard
         started = "Ray runtime started" in log_path.read_text()
@@ -193,6 +195,10 @@ def ray_head(tmp_path_factory) -> Iterator[RayHead]:
     root, cache = tmp_path_factory.mktemp("ray_head"), tmp_path_factory.getbasetemp() / "cache"
     with started_head(root, cache, dashboard=True) as head, ray_address(head.address):
         yield head
+
+
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop_head(head: subprocess.Popen) -> None:
