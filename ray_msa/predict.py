@@ -23,7 +23,7 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from ray_msa.data.dataset import SPLITS, Split
+from ray_msa.data.dataset import SPLITS, MSADataset, Split
 from ray_msa.data.sources import load_dataset
 from ray_msa.errors import InputError, exit_on_input_error
 from ray_msa.serving.stored import StoredModel
@@ -75,7 +75,7 @@ def load_stored(model: str, tracking_uri: str) -> StoredModel:
         return StoredModel.from_directory(local / "artifacts" if (local / "artifacts").is_dir() else local)
 
 
-def chosen_split(dataset, name: str, source: str) -> Split:
+def chosen_split(dataset: MSADataset, name: str, source: str) -> Split:
     """The split to predict (`all`: every sample, train, valid, test in order)."""
     part = Split.concat([s for s in dataset.splits.values() if len(s)]) if name == "all" else dataset.splits[name]
     if not len(part):
