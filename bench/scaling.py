@@ -73,14 +73,15 @@ def measure(arch: str, path: Path, samples: int, batches: int) -> dict[str, floa
 
     from ray_msa.config import TextConfig
     from ray_msa.data.h5cache import read_cache
+    from ray_msa.models import get_spec
     from ray_msa.search_space import load_space
     from ray_msa.train.loop import WorkerContext, new_engine, train_epoch
 
     torch.set_num_threads(os.cpu_count() or 1)
     space = load_space(arch)
-    spec_text = "finetune" if arch == "cenet" else "features"
     dataset = read_cache(path)
-    trial = space.build(space.start_for(), {"metric": "MAE"}, TextConfig(mode=spec_text))
+    text = TextConfig(mode=get_spec(arch).text_mode("features"))  # cenet reads token ids only: it fine-tunes
+    trial = space.build(space.start_for(), {"metric": "MAE"}, text)
     pool = dataset.splits["train"].take(np.arange(samples))
     dataset = trial.spec.prepare_text(dataset.with_splits(train=pool), trial.text)
     pool = dataset.splits["train"]

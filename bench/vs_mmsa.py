@@ -50,6 +50,57 @@ def mmsa_config(arch: str) -> dict[str, Any]:
     return {**entry["commonParams"], **entry["datasetParams"]["mosi"]}
 
 
+def mult_setting(cfg: dict[str, Any]) -> dict[str, Any]:
+    """MulT: the same network."""
+    width, heads = cfg["dst_feature_dim_nheads"]
+    return {
+        "dim": width,
+        "heads": heads,
+        "layers": cfg["nlevels"],
+        "kernel_text": cfg["conv1d_kernel_size_l"],
+        "kernel_audio": cfg["conv1d_kernel_size_a"],
+        "kernel_vision": cfg["conv1d_kernel_size_v"],
+        "attn_dropout": cfg["attn_dropout"],
+        "attn_dropout_audio": cfg["attn_dropout_a"],
+        "attn_dropout_vision": cfg["attn_dropout_v"],
+        "relu_dropout": cfg["relu_dropout"],
+        "res_dropout": cfg["res_dropout"],
+        "embed_dropout": cfg["embed_dropout"],
+        "out_dropout": cfg["output_dropout"],
+    }
+
+
+def tfn_setting(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The fusion tensor dominates: MMSA's (text_out+1)(audio+1)(video+1) = 33 x 33 x 129; ours has one width for
+    audio and vision, 64: 33 x 65 x 65, within 1% of its size; our text LSTM is text_out wide."""
+    return {
+        "text_hidden": cfg["text_out"],
+        "av_hidden": 64,
+        "post_fusion": cfg["post_fusion_dim"],
+        "dropout": cfg["dropouts"][0],
+    }
+
+
+def lmf_setting(cfg: dict[str, Any]) -> dict[str, Any]:
+    """MMSA fuses straight to the output (output_dim 1); its text LSTM is 128 wide, projected to 64."""
+    text_hidden = cfg["hidden_dims"][0]
+    return {
+        "text_hidden": text_hidden // 2,
+        "av_hidden": 64,
+        "rank": cfg["rank"],
+        "fusion_dim": 1,
+        "dropout": cfg["dropouts"][0],
+    }
+
+
+def lf_dnn_setting(cfg: dict[str, Any]) -> dict[str, Any]:
+    """MMSA reads text with an LSTM (128) projected to 256; ours pools text like audio and vision."""
+    return {"hidden": 128, "post_fusion": cfg["post_fusion_dim"], "dropout": cfg["dropouts"][0]}
+
+
+OUR_SETTING = {"mult": mult_setting, "tfn": tfn_setting, "lmf": lmf_setting, "lf_dnn": lf_dnn_setting}
+
+
 def build_pair(arch: str, dims: dict[str, int]) -> Pair:
     """MMSA's model at its MOSI configuration and ours at the nearest one."""
     from easydict import EasyDict
@@ -60,40 +111,12 @@ def build_pair(arch: str, dims: dict[str, int]) -> Pair:
     cfg = mmsa_config(arch)
     feature_dims = (dims["text"], dims["audio"], dims["vision"])
     args = EasyDict(cfg | {"feature_dims": feature_dims, "train_mode": "regression", "num_classes": 1})
-    if arch == "mult":
-        args.update(use_bert=False, use_finetune=False)
-        width, heads = cfg["dst_feature_dim_nheads"]
-        ours_setting = {
-            "dim": width,
-            "heads": heads,
-            "layers": cfg["nlevels"],
-            "kernel_text": cfg["conv1d_kernel_size_l"],
-            "kernel_audio": cfg["conv1d_kernel_size_a"],
-            "kernel_vision": cfg["conv1d_kernel_size_v"],
-            "attn_dropout": cfg["attn_dropout"],
-            "attn_dropout_audio": cfg["attn_dropout_a"],
-            "attn_dropout_vision": cfg["attn_dropout_v"],
-            "relu_dropout": cfg["relu_dropout"],
-            "res_dropout": cfg["res_dropout"],
-            "embed_dropout": cfg["embed_dropout"],
-            "out_dropout": cfg["output_dropout"],
-        }
-    elif arch == "tfn":
-        text_hidden, audio_hidden, video_hidden = cfg["hidden_dims"]
-        # the fusion tensor dominates: MMSA's (text_out+1)(audio+1)(video+1) = 33 x 33 x 129; ours one width for
-        # audio and vision, 64: 33 x 65 x 65, within 1% of its size; our text LSTM is text_out wide
-        ours_setting = {"text_hidden": cfg["text_out"], "av_hidden": 64, "post_fusion": cfg["post_fusion_dim"]}
-        ours_setting["dropout"] = cfg["dropouts"][0]
-    elif arch == "lmf":
-        text_hidden, audio_hidden, video_hidden = cfg["hidden_dims"]
-        # MMSA fuses straight to the output (output_dim 1); its text LSTM is 128 wide, projected to 64
-        ours_setting = {"text_hidden": text_hidden // 2, "av_hidden": 64, "rank": cfg["rank"], "fusion_dim": 1}
-        ours_setting["dropout"] = cfg["dropouts"][0]
-    else:  # lf_dnn: MMSA reads text with an LSTM (128) projected to 256; ours pools text like the other two
-        ours_setting = {"hidden": 128, "post_fusion": cfg["post_fusion_dim"], "dropout": cfg["dropouts"][0]}
+    args.update(use_bert=False, use_finetune=False)  # MMSA's MOSI features, not BERT inside the model
+    setting = OUR_SETTING[arch](cfg)
     theirs = getattr(singleTask, MMSA_NAMES[arch])(args)
-    ours = build_model(arch, ("text", "audio", "vision"), dims, ours_setting)
-    return Pair(ours, theirs, ours_setting, int(cfg["batch_size"]), float(cfg["learning_rate"]), arch != "mult")
+    ours = build_model(arch, ("text", "audio", "vision"), dims, setting)
+    averaged = bool(cfg.get("need_normalized"))  # MMSA's loader averages audio and vision over time
+    return Pair(ours, theirs, setting, int(cfg["batch_size"]), float(cfg["learning_rate"]), averaged)
 
 
 def averaged_frames(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -248,6 +248,12 @@ def trial_folders(storage: str, study_name: str, trial: Any) -> list[Path]:
     return [Path(trial.path), Path(storage) / f"{study_name}-{trial.trial_id}"]
 
 
+def closed_trial_folders(storage: str, study_name: str, trial: Any) -> list[Path]:
+    """`trial_folders` of a trial that Tune completed, none while the study is being stopped: Tune then
+    completes the running trials too, and `--resume` continues them from their checkpoints."""
+    return [] if STOP.requested else trial_folders(storage, study_name, trial)
+
+
 def cross_validate_trial(trial: TrialConfig, run: RunContext, plan: Plan, name: str) -> None:
     """A Tune trial's K-fold cross-validation: in its own process (one CPU worker), else as Ray Train run `name`."""
     if plan.in_trial:
@@ -585,7 +591,7 @@ def run_study(dataset: MSADataset, settings: StudySettings, resume: dict[str, An
         dataset_ref = [ray.put(dataset)]
         budget_s = settings.time_budget_min * 60 if settings.time_budget_min else None
         deadline = time.time() + budget_s if budget_s else None
-        folders = None if settings.keep_checkpoints else partial(trial_folders, settings.storage, study.name)
+        folders = None if settings.keep_checkpoints else partial(closed_trial_folders, settings.storage, study.name)
         callback = StudyCallback(tracker, settings.metric, settings.trials, deadline, folders)
         grid = STOP.fit(_tuner(settings, study, plan, dataset_ref, callback, budget_s, resume is not None))
         out_of_time = deadline is not None and time.time() >= deadline - 1
