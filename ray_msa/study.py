@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import signal
 import tempfile
 import threading
@@ -305,7 +306,9 @@ def _open_study(
             resume["study_name"], resume["study_run_id"], resume, study_record(settings.storage, resume["study_name"])
         )
     experiment = tracker.experiment(f"ray_msa-{settings.dataset}")
-    name = f"{settings.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    # a random tail: two studies of one architecture started in the same second on one cluster shared Tune's
+    # staging folder (named by experiment and start time), and each wrote its trials into the other's storage
+    name = f"{settings.arch}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     tags = {
         "role": "study",
         "arch": settings.arch,
