@@ -250,8 +250,8 @@ def trial_folders(storage: str, study_name: str, trial: Any) -> list[Path]:
 
 
 def closed_trial_folders(storage: str, study_name: str, trial: Any) -> list[Path]:
-    """`trial_folders` of a trial that Tune completed, none while the study is being stopped: Tune then
-    completes the running trials too, and `--resume` continues them from their checkpoints."""
+    """`trial_folders` of a trial that Tune completed; none once a stop is requested, so that no trial that
+    `--resume` may continue loses its checkpoint."""
     return [] if STOP.requested else trial_folders(storage, study_name, trial)
 
 
