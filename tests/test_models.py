@@ -6,6 +6,7 @@ import torch
 from ray_msa.config import TextConfig
 from ray_msa.data.synthetic import make_synthetic
 from ray_msa.models import build_model
+from ray_msa.models.layers import Dropout, mask_rate
 from ray_msa.train.batches import batches, in_order
 
 HP = dict(heads=4, ffn=64, dropout=0.1, alpha=1.0, beta=0.5, gamma=0.5)
@@ -143,3 +144,25 @@ def test_mult_attention_dropout_keeps_one_minus_p_without_bias():
     exact = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     mean = sum(attention(q, k, v, allowed, 0.3) for _ in range(2000)) / 2000  # inverted dropout: unbiased
     assert (mean - exact).abs().mean() < 0.01
+
+
+def test_cpu_dropout_keeps_one_minus_p_scales_the_rest_and_routes_gradients_through_the_mask():
+    """The models' Dropout draws its own CPU mask: each element kept with probability 1 - p and scaled by
+    1 / (1 - p), the gradient flows through kept elements only, a seed repeats its mask, eval is the identity."""
+    x = torch.randn(500, 400, requires_grad=True)
+    for p in (0.1, 0.2, 0.5):
+        torch.manual_seed(0)
+        y = Dropout(p).train()(x)
+        kept = y != 0
+        scale = 1.0 / (1.0 - mask_rate(p))
+        assert abs(kept.float().mean().item() - (1 - p)) < 0.004  # 200k elements
+        assert torch.equal(y[kept], x[kept] * scale)
+        y.sum().backward()
+        assert torch.equal(x.grad, kept.float() * scale)
+        x.grad = None
+        torch.manual_seed(0)
+        assert torch.equal(Dropout(p).train()(x), y)
+        assert not torch.equal(Dropout(p).train()(x), y)  # the next draw differs
+    mean = sum(Dropout(0.3).train()(x.detach()) for _ in range(400)) / 400  # inverted dropout: unbiased
+    assert (mean - x.detach()).abs().mean() < 0.05 * x.detach().abs().mean()
+    assert torch.equal(Dropout(0.5).eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)

@@ -12,9 +12,11 @@ import torch.distributed as dist
 from ray_msa.data.folds import development_pool, group_folds
 from ray_msa.data.synthetic import make_synthetic
 from ray_msa.metrics import compute_metrics
+from ray_msa.models import build_model
 from ray_msa.models.ensemble import FoldEnsemble
 from ray_msa.search_space import trial_config
 from ray_msa.train.batches import batches, in_order
+from ray_msa.train.engine import make_optimizer
 from ray_msa.train.loop import WorkerContext, predict, run_cross_validation, run_final_ensemble, run_final_training
 
 SETTINGS = dict(
@@ -126,3 +128,27 @@ def test_the_ensemble_is_the_trials_fold_models_averaged(small_planted):
     with torch.no_grad():
         logged = [ensemble(b).prediction.numpy() for b in batches(test, in_order(np.arange(len(test)), 16))]
     assert np.allclose(np.concatenate(logged), scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam"])
+def test_fused_adam_steps_as_the_per_tensor_loop_does(optimizer):
+    """The engine's Adam is PyTorch's fused kernel: after 20 clipped steps on an mtl model it holds the weights
+    the default per-tensor loop computes, to float rounding; and it is fused (the loop is the slow path)."""
+    trial = trial_config("mtl", {"optimizer": optimizer, "lr": 1e-3, "weight_decay": 1e-4})
+    torch.manual_seed(0)
+    model = build_model("mtl", ("text", "audio", "vision"), {"text": 32, "audio": 5, "vision": 7}, trial.model)
+    reference = copy.deepcopy(model)
+    fused = make_optimizer(model, trial.train)
+    assert fused.defaults["fused"] is True
+    loop = (torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam)(
+        reference.parameters(), lr=1e-3, weight_decay=1e-4, foreach=False
+    )
+    grads = [torch.randn_like(p) for p in model.parameters()]
+    for step in range(20):
+        for net, opt in ((model, fused), (reference, loop)):
+            for p, g in zip(net.parameters(), grads):
+                p.grad = g * (1 + step % 3)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+    worst = max((a - b).abs().max().item() for a, b in zip(model.parameters(), reference.parameters()))
+    assert worst < 1e-6  # one pass against one op at a time: equal to a few float32 ulps

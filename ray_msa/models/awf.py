@@ -30,7 +30,7 @@ from torch import nn
 from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.balance import SHORT, GradientBalancer, GradReader, dot_grad, gradients
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.layers import LSTMEncoder, masked_mean, padding_mask
+from ray_msa.models.layers import Dropout, LSTMEncoder, masked_mean, padding_mask
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ class AdaptiveWeightFusion(MSAModel):
         if config.afusion_frozen:
             self.attention.requires_grad_(False)
         self.head = nn.Sequential(
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(dim * count, config.post_fusion),
             nn.ReLU(),
             nn.Linear(config.post_fusion, outputs),

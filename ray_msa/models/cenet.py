@@ -26,7 +26,7 @@ from torch import nn
 from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.data.dataset import Split
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.layers import padding_mask
+from ray_msa.models.layers import Dropout, padding_mask
 
 MAX_KMEANS_FRAMES = 50_000
 
@@ -72,7 +72,7 @@ class CENet(MSAModel):
         self.keys = nn.ModuleDict({m: nn.Linear(width, width) for m in self.nonverbal})
         self.values = nn.ModuleDict({m: nn.Linear(width, width) for m in self.nonverbal})
         self.project = nn.Linear(width * max(1, len(self.nonverbal)), width)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.head = nn.Linear(width, outputs)
         self._context: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         if self.nonverbal:

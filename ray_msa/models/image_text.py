@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.layers import masked_mean, padding_mask
+from ray_msa.models.layers import Dropout, masked_mean, padding_mask
 from ray_msa.pretrained.efficientnet_lite import FEATURES as IMAGE_FEATURES
 from ray_msa.pretrained.lm import load_lm
 
@@ -82,8 +82,8 @@ class CrossLayer(nn.Module):
     def __init__(self, dim: int, heads: int, ffn: int, dropout: float) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn, dim))
-        self.norm1, self.norm2, self.drop = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.Dropout(dropout)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.ReLU(), Dropout(dropout), nn.Linear(ffn, dim))
+        self.norm1, self.norm2, self.drop = nn.LayerNorm(dim), nn.LayerNorm(dim), Dropout(dropout)
 
     def forward(self, query: torch.Tensor, context: torch.Tensor, context_pad: torch.Tensor | None) -> torch.Tensor:
         h = self.norm1(
@@ -191,7 +191,7 @@ class ImageTextClassifier(MSAModel):
         )
         width = dim * (2 if use == "image+text" else 1)
         self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(width, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, outputs)
+            Dropout(dropout), nn.Linear(width, dim), nn.ReLU(), Dropout(dropout), nn.Linear(dim, outputs)
         )
 
     def parameter_groups(self, lr: float) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -21,6 +23,35 @@ def masked_mean(x: torch.Tensor, pad: torch.Tensor | None) -> torch.Tensor:
     return (x * keep).sum(1) / keep.sum(1).clamp(min=1.0)
 
 
+def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Bernoulli(1 - p) keep mask built from 15 random bits per element, four elements per 64-bit draw: on
+    CPU about 5x faster than `bernoulli_`, which draws each element serially. p is rounded to a multiple
+    of 1/32768 (`mask_rate`)."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_().view(torch.int16)[:n]
+    return (bits & 0x7FFF).ge_(round(p * 32768)).view(shape)  # int64 random_ leaves bit 63 clear: use 15 bits per lane
+
+
+def mask_rate(p: float) -> float:
+    """The drop probability `dropout_keep_mask` realises for p."""
+    return round(p * 32768) / 32768
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout with its CPU mask from `dropout_keep_mask` instead of ATen's `bernoulli_`, which took a
+    sixth of a default `mtl` trial: each element kept with probability 1 - p (p to 1/32768) and scaled by
+    1 / (1 - p). Another random stream than nn.Dropout's, so a seed gives other, equally distributed masks;
+    on GPUs it is nn.Dropout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+            return super().forward(x)
+        rate = mask_rate(self.p)
+        if rate >= 1.0:
+            return x * 0.0
+        return x * dropout_keep_mask(x.shape, self.p, x.device).to(x.dtype).mul_(1.0 / (1.0 - rate))
+
+
 class AttentionBlock(nn.Module):
     """Multi-head attention with residual and LayerNorm (queries attend to keys)."""
 
@@ -29,7 +60,7 @@ class AttentionBlock(nn.Module):
         self.attn = nn.MultiheadAttention(
             dim, heads, batch_first=True
         )  # residual dropout only: attention-weight dropout costs a quarter of CPU time
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, key_pad: torch.Tensor) -> torch.Tensor:
@@ -42,8 +73,8 @@ class FeedForwardBlock(nn.Module):
 
     def __init__(self, dim: int, hidden: int, dropout: float) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
-        self.drop = nn.Dropout(dropout)
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), Dropout(dropout), nn.Linear(hidden, dim))
+        self.drop = Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +110,7 @@ class LSTMEncoder(nn.Module):
     def __init__(self, in_dim: int, hidden: int, dropout: float = 0.0, bidirectional: bool = False) -> None:
         super().__init__()
         self.lstm = nn.LSTM(in_dim, hidden, batch_first=True, bidirectional=bidirectional)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.out_dim = hidden * (2 if bidirectional else 1)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -97,7 +128,7 @@ class PooledSubNet(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.LayerNorm(in_dim),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(in_dim, hidden),
             nn.ReLU(),
             nn.Linear(hidden, hidden),

@@ -14,7 +14,7 @@ from torch import nn
 from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.balance import GradientBalancer, GradReader, dot_grad, gradients
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.layers import utterance_encoders
+from ray_msa.models.layers import Dropout, utterance_encoders
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class LateFusionDNN(MSAModel):
         self.last = nn.ModuleDict({m: nn.Linear(self.encoders[m].out_dim, hidden) for m in modalities})
         self.balancer = GradientBalancer(modalities, omega_lr) if balance else None
         self.post = nn.Sequential(
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(hidden * len(modalities), post_fusion),
             nn.ReLU(),
             nn.Linear(post_fusion, outputs),

@@ -14,7 +14,7 @@ from torch import nn
 
 from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.layers import utterance_encoders
+from ray_msa.models.layers import Dropout, utterance_encoders
 from ray_msa.models.tfn import with_one
 
 
@@ -53,7 +53,7 @@ class LowRankMultimodalFusion(MSAModel):
         )
         self.rank_weights = nn.Parameter(nn.init.xavier_normal_(torch.empty(1, rank)))
         self.rank_bias = nn.Parameter(torch.zeros(1, fusion_dim))
-        self.out = nn.Sequential(nn.Dropout(dropout), nn.Linear(fusion_dim, outputs))
+        self.out = nn.Sequential(Dropout(dropout), nn.Linear(fusion_dim, outputs))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> ModelOutput:
         product = None

@@ -34,6 +34,7 @@ from ray_msa.models.balance import SHORT
 from ray_msa.models.base import ModelOutput, MSAModel
 from ray_msa.models.layers import (
     AttentionBlock,
+    Dropout,
     FeedForwardBlock,
     masked_mean,
     padding_mask,
@@ -68,7 +69,7 @@ class ModalityEncoder(nn.Module):
         self.linear = None if bigru else nn.Linear(width, 2 * hidden)
         self.self_attn = AttentionBlock(2 * hidden, heads, dropout) if attention else None
         self.ffn = FeedForwardBlock(2 * hidden, ffn, dropout) if attention else None
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.conv is not None:
@@ -115,9 +116,7 @@ class TaskHead(nn.Module):
     def __init__(self, dim: int, score_dim: int, dropout: float) -> None:
         super().__init__()
         self.scorer = nn.Sequential(nn.Linear(dim, score_dim), nn.Tanh(), nn.Linear(score_dim, 1))
-        self.out = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1)
-        )
+        self.out = nn.Sequential(Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), Dropout(dropout), nn.Linear(dim, 1))
 
     def forward(self, shared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         weights = torch.softmax(self.scorer(shared).squeeze(-1), dim=-1)  # (B, K), sums to 1

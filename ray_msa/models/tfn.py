@@ -14,7 +14,7 @@ from torch import nn
 
 from ray_msa.config import ModelConfig, TextConfig
 from ray_msa.models.base import ModelOutput, MSAModel
-from ray_msa.models.layers import utterance_encoders
+from ray_msa.models.layers import Dropout, utterance_encoders
 
 
 def with_one(z: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,7 @@ class TensorFusionNetwork(MSAModel):
         for m in modalities:
             fused *= hidden[m] + 1
         self.post = nn.Sequential(
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(fused, post_fusion),
             nn.ReLU(),
             nn.Linear(post_fusion, post_fusion),
