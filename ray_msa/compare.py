@@ -38,6 +38,7 @@ from ray_msa.tracking import PARENT, Tracker, git_commit
 EXPERIMENT_PREFIX = "ray_msa-"
 METRIC_SET_OF = {"sims": "sims", "iemocap": "emotions", "mvsa": "classes"}  # studies before the metric_set tag
 ALPHA = 0.05
+AREA = "relative_robustness_"  # a robustness run's area under its metric-vs-missing-rate curve
 
 
 def collect(tracking_uri: str, dataset: str | None = None) -> list[dict]:
@@ -79,8 +80,22 @@ def collect(tracking_uri: str, dataset: str | None = None) -> list[dict]:
             row[f"test_spread_{name}"] = tuple(
                 m.get(f"test_{part}_{name}", math.nan) for part in ("std", "ci_low", "ci_high")
             )
+        row["robustness"] = robustness_of(client, run)
         rows.append(row)
     return sorted(rows, key=lambda r: (r["dataset"], r["arch"]))
+
+
+def robustness_of(client: MlflowClient, study) -> str:
+    """The relative robustness under random feature missing of the study's latest `robustness` run, as
+    "<metric> <area>" ('' when it has none: `python -m ray_msa.robustness` logs one)."""
+    query = (
+        f"tags.`{PARENT}` = '{study.info.run_id}' and tags.role = 'robustness' and tags.protocol = 'feature_missing'"
+        " and attributes.status = 'FINISHED'"
+    )
+    newest = ["attributes.start_time DESC"]
+    found = client.search_runs([study.info.experiment_id], query, order_by=newest, max_results=1)
+    areas = {k: v for k, v in (found[0].data.metrics.items() if found else ()) if k.startswith(AREA)}
+    return " ".join(f"{k[len(AREA) :]} {v:.4f}" for k, v in areas.items())
 
 
 def _test_cell(row: dict, name: str) -> str:
@@ -104,12 +119,14 @@ def render(rows: list[dict], fmt: str, metrics: tuple[str, ...] | None = None) -
         + [f"CV {n}" for n in metrics]
         + [f"test {n}" for n in metrics]
         + ["seeds", "trials", "wall min"]
+        + (["robustness (feature missing, AUC)"] if any(r.get("robustness") for r in rows) else [])
     )
     body = [
         [r["arch"], r["dataset"], str(r["folds"])]
         + [f"{r[f'cv_{n}'][0]:.4f} ± {r[f'cv_{n}'][1]:.4f}" for n in metrics]
         + [_test_cell(r, n) for n in metrics]
         + [str(r.get("seeds", 1)), str(r["trials"]), f"{r['wall_min']:.1f}"]
+        + ([r.get("robustness") or "-"] if any(r.get("robustness") for r in rows) else [])
         for r in rows
     ]
     if fmt == "csv":

@@ -174,6 +174,7 @@ class TrainConfig(Settings):
         "fp32"  # bf16: autocast in the DDP engine (DeepSpeed: bf16 on GPUs that have it)
     )
     deepspeed_config: str | None = None  # a DeepSpeed JSON whose "auto" values are filled per trial
+    missing_rate: float = 0.0  # train with missing inputs: per sample r ~ U(0, missing_rate), half complete (LNLN)
 
     def __post_init__(self) -> None:
         self.at_least(1, "max_epochs", "patience", "batch_size", "checkpoint_every")
@@ -181,6 +182,9 @@ class TrainConfig(Settings):
         self.positive("lr")
         self.at_least(0.0, "weight_decay", "grad_clip")
         self.fraction("warmup", "momentum")
+        self.require(
+            0.0 <= self.missing_rate < 1.0, "missing_rate", f"{self.missing_rate} is not a rate below 1", "use 0 to 0.9"
+        )
         self.require(
             0 <= self.zero_stage <= 3, "zero_stage", f"{self.zero_stage} is not a ZeRO stage", "use 0, 1, 2 or 3"
         )

@@ -113,6 +113,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--space", help="search-space YAML (default: the shipped ray_msa/spaces/<arch>.yaml)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--missing-rate",
+        type=float,
+        metavar="R",
+        help="train with missing inputs: per sample a rate r ~ U(0, R) of tokens and frames removed, half of the "
+        "samples complete (default: the space's, else 0); tune it by listing missing_rate in the space file",
+    )
+    parser.add_argument(
         "--final",
         choices=("refit", "ensemble"),
         help="the tested model: retrained on train+valid for the folds' mean best epoch (refit, default), "
@@ -184,6 +191,8 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         flags["metric"] = args.metric
     if args.final:
         flags["final"] = args.final
+    if args.missing_rate is not None:
+        flags["missing_rate"] = args.missing_rate
     if args.deepspeed_config:
         deepspeed_config(
             32, 1, 1.0, 0, torch.device("cpu"), args.deepspeed_config

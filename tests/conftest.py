@@ -374,6 +374,20 @@ class MosiStudy:
     uri: str
 
 
+def study_runs(uri: str, experiment: str) -> tuple[object, list]:
+    """The first study of `experiment` and its final runs by seed."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.role = 'study'", order_by=["attributes.start_time ASC"])
+    study = runs[0]
+    finals = client.search_runs(
+        [exp.experiment_id], f"tags.role = 'final' and tags.`mlflow.parentRunId` = '{study.info.run_id}'"
+    )
+    return study, sorted(finals, key=lambda r: int(r.data.tags["seed"]))
+
+
 @pytest.fixture(scope="session")
 def mosi_study(tmp_path_factory, ray_cluster) -> MosiStudy:
     folder = tmp_path_factory.mktemp("mosi_study")

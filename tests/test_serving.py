@@ -21,7 +21,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import MOSI_SAMPLE, MosiStudy, free_port, listening_addresses, new_store, study_env, tune_command
+from conftest import (
+    MOSI_SAMPLE,
+    MosiStudy,
+    free_port,
+    listening_addresses,
+    new_store,
+    study_env,
+    study_runs,
+    tune_command,
+)
 from mlflow.tracking import MlflowClient
 
 from ray_msa.config import TextConfig
@@ -39,18 +48,6 @@ METRIC_LINE = re.compile(r"^(\w+)\s+(-?\d+\.\d{4})$")
 def printed_metrics(output: str) -> dict[str, str]:
     """The metric lines `predict` printed: name -> value as printed (4 decimals)."""
     return dict(m.groups() for line in output.splitlines() if (m := METRIC_LINE.match(line)))
-
-
-def study_runs(uri: str, experiment: str) -> tuple[object, list]:
-    """The first study of `experiment` and its final runs by seed."""
-    client = MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], "tags.role = 'study'", order_by=["attributes.start_time ASC"])
-    study = runs[0]
-    finals = client.search_runs(
-        [exp.experiment_id], f"tags.role = 'final' and tags.`mlflow.parentRunId` = '{study.info.run_id}'"
-    )
-    return study, sorted(finals, key=lambda r: int(r.data.tags["seed"]))
 
 
 def request_frame(split, rows: np.ndarray) -> pd.DataFrame:

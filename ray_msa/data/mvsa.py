@@ -1,6 +1,6 @@
 """Image + text posts (MVSA-style): a folder of `data/<guid>.jpg` + `data/<guid>.txt`, with
 `train.txt` (`guid,tag`, tag positive / neutral / negative) and `test_without_label.txt`
-(`guid,null`).
+(`guid,null`; where it carries real tags, a held-out part of the labelled posts, they are the test labels).
 
 Texts come in many encodings: each is decoded as UTF-8, else GB18030, else Latin-1 (which
 never fails), and the fallbacks are counted. Cleaning removes URLs, @user mentions and
@@ -130,7 +130,8 @@ def read_posts(directory: Path, index_name: str, labelled: bool) -> Posts:
             raise InputError(
                 data, f"{index_name} guids", f"{problem}: {len(listed)} posts: {', '.join(listed[:10])}", fix
             )
-    labels = np.array([TAGS.index(tag) if labelled else -1 for _, tag in rows], dtype=np.int64)
+    # a test list whose tags are real (a held-out part of train.txt) is scored; `null` tags stay unlabelled (-1)
+    labels = np.array([TAGS.index(tag) if labelled or tag in TAGS else -1 for _, tag in rows], dtype=np.int64)
     return Posts(np.array(guids), np.array(texts), images, labels, encodings, image_only)
 
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +26,20 @@ from ray_msa.pretrained.lm import DEFAULT_LM, load_lm, load_tokenizer, resolve_l
 
 MAX_TEXT_TOKENS = 50  # MMSA's MOSI/MOSEI text length
 UNKNOWN_WARNING = 0.2  # share of [UNK] tokens above which the text model is the wrong one
+_CACHING = ContextVar("caching", default=True)
+_RECENT: dict[str, np.ndarray] = {}  # without the disk cache: the last states, for the next model on the same texts
+
+
+@contextmanager
+def uncached() -> Iterator[None]:
+    """Frozen embeddings computed inside are not written to the disk cache (one-off perturbed texts,
+    which would fill it with files nobody reads again); the last ones are kept in memory, for the next
+    model that reads the same texts."""
+    token = _CACHING.set(False)
+    try:
+        yield
+    finally:
+        _CACHING.reset(token)
 
 
 def tokenize(
@@ -59,6 +76,8 @@ def embed_frozen(
     salt = resolve_lm(name).encode() + (f"skip{skip_top}".encode() if skip_top else b"")
     key = hashlib.sha256(ids.tobytes() + mask.tobytes() + salt).hexdigest()[:20]
     path = cache_dir() / f"text-{key}.npy"
+    if key in _RECENT:
+        return _RECENT[key]
     if path.is_file():
         try:
             return np.load(path)
@@ -79,6 +98,10 @@ def embed_frozen(
             )
             hidden = states.hidden_states[-1 - skip_top] if skip_top else states.last_hidden_state
             out[rows, :width] = (hidden * torch.from_numpy(mask[rows, :width, None])).numpy()
+    if not _CACHING.get():
+        _RECENT.clear()
+        _RECENT[key] = out
+        return out
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npy.tmp", delete=False) as tmp:
         np.save(tmp, out)

@@ -26,6 +26,7 @@ from ray_msa.data.folds import development_pool, group_folds
 from ray_msa.metrics import DEFAULT_METRIC, METRIC_SETS, compute_metrics, is_better
 from ray_msa.train.batches import batches, evaluation_groups, input_stats, length_bucketed, sequence_lengths, shard
 from ray_msa.train.engine import Engine, make_engine
+from ray_msa.train.missing import MISSING_STREAM, MissingInputs, missing_inputs
 from ray_msa.trial import RunContext, TrialConfig
 
 Report = Callable[[dict[str, Any], dict[str, Any] | None], None]
@@ -96,11 +97,18 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 
 
 def train_epoch(
-    engine: Engine, split: Split, index: np.ndarray, batch_size: int, seed: list[int], ctx: WorkerContext
+    engine: Engine,
+    split: Split,
+    index: np.ndarray,
+    batch_size: int,
+    seed: list[int],
+    ctx: WorkerContext,
+    missing: MissingInputs | None = None,
 ) -> dict[str, float]:
     """One pass over `index` in a seeded order: the global batches are the same for any number of workers,
     and each worker trains on its share of every batch, its loss weighted by that share, so the gradient
-    the workers average is the whole batch's (W workers at batch B train as one worker at batch B)."""
+    the workers average is the whole batch's (W workers at batch B train as one worker at batch B).
+    With `missing`, each global batch loses inputs as `train.missing_rate` says, drawn from its own stream."""
     engine.train(True)
     rng = np.random.default_rng(seed)
     torch.manual_seed(int(rng.integers(2**31)))  # dropout too depends only on (seed, fold, epoch): resumes are exact
@@ -109,9 +117,14 @@ def train_epoch(
     weights = [len(share) * ctx.world / len(group) for share, group in zip(shares, groups)]
     # a batch smaller than the world leaves some workers nothing: they step on one sample weighted 0
     local = [share if len(share) else group[:1] for share, group in zip(shares, groups)]
+    if missing is None:
+        source = batches(split, local, engine.model.inputs())
+    else:  # masks drawn for the global batch, then shared out, so W workers see what one worker sees
+        masks = np.random.default_rng([*seed, MISSING_STREAM])
+        source = (_with_missing(missing, split, group, masks, engine.model.inputs(), ctx) for group in groups)
     sums: dict[str, float] = {}
     steps = 0
-    for batch, weight in zip(batches(split, local, engine.model.inputs()), weights):
+    for batch, weight in zip(source, weights):
         batch = to_device(batch, ctx.device)
         output = engine.forward(batch)
         loss, parts = engine.model.loss(output, batch)
@@ -123,6 +136,21 @@ def train_epoch(
             sums[k] = sums.get(k, 0.0) + v
         steps += 1
     return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
+
+
+def _with_missing(
+    missing: MissingInputs,
+    split: Split,
+    group: np.ndarray,
+    rng: np.random.Generator,
+    inputs: tuple[str, ...] | None,
+    ctx: WorkerContext,
+) -> dict[str, torch.Tensor]:
+    """This worker's share of global batch `group` after its inputs went missing (the first sample when the
+    share is empty, as in `train_epoch`)."""
+    positions = shard(np.arange(len(group)), ctx.rank, ctx.world)
+    mine = positions if len(positions) else np.zeros(1, np.int64)
+    return next(batches(missing.batch_split(split, group, rng), [mine], inputs))
 
 
 @torch.no_grad()  # not inference_mode: ZeRO-3 gathers parameters here, and training must reuse them
@@ -246,6 +274,7 @@ def cross_validate(
         for i, (train_idx, val_idx) in enumerate(group_folds(pool.video_ids, train.folds, seed, classes))
     ]
     start_epoch = _restore(folds, resume) if resume else 0
+    missing = missing_inputs(trial, dataset)
     if tracker is not None:
         for fold in (f for f in folds if not f.done):  # a fold finished before a restart keeps its finished run
             tags = {"role": "fold", "fold": str(fold.index)}
@@ -261,7 +290,9 @@ def cross_validate(
     for epoch in range(start_epoch, train.max_epochs):
         started = time.perf_counter()
         for fold in (f for f in folds if not f.done):
-            fit = train_epoch(fold.engine, pool, fold.train_idx, train.batch_size, [seed, fold.index, epoch], ctx)
+            fit = train_epoch(
+                fold.engine, pool, fold.train_idx, train.batch_size, [seed, fold.index, epoch], ctx, missing
+            )
             fold.history.append(fit)
             predictions, extras = predict_with_extras(fold.engine, pool, fold.val_idx, train.batch_size, ctx)
             truth = pool.labels[fold.val_idx]
@@ -325,8 +356,9 @@ def run_final_training(
     everything = np.arange(len(pool))
     # the folds' schedule, stopped at their best epoch
     engine = new_engine(trial, dataset, pool, everything, train.seed * 1000 + 999, ctx)
+    missing = missing_inputs(trial, dataset)
     for epoch in range(train.final_epochs):
-        fit = train_epoch(engine, pool, everything, train.batch_size, [train.seed, 999, epoch], ctx)
+        fit = train_epoch(engine, pool, everything, train.batch_size, [train.seed, 999, epoch], ctx, missing)
         if ctx.is_chief:
             progress(f"[final] epoch {epoch + 1}/{train.final_epochs}: train loss {fit['train_loss']:.4f}")
         if tracker is not None:  # the seed's own run, else the study's
