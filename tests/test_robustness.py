@@ -207,7 +207,7 @@ def test_training_with_missing_inputs_masks_as_the_evaluation_does(mosi):
     pool = development_pool(dataset)
     rows = np.arange(len(pool))
     missing = MissingInputs(0.8, trial.spec, trial.text, dataset)
-    out = missing.batch_split(pool, rows, np.random.default_rng(0))
+    (out,) = missing.epoch(pool, [rows], np.random.default_rng(0))
     clean_ids, mask = tokenize(pool.raw_text)
     changed = np.flatnonzero((out.audio != pool.audio).any((1, 2)) | (out.vision != pool.vision).any((1, 2)))
     text_changed = np.flatnonzero((out.text != pool.text).any((1, 2)))
@@ -216,7 +216,9 @@ def test_training_with_missing_inputs_masks_as_the_evaluation_does(mosi):
     assert len(text_changed) > 5 and (out.audio[changed] == 0).any()
     assert np.array_equal(out.text[untouched], pool.text[untouched])
     # a masked sample's text states are the frozen LM's states of its masked tokens
-    again = missing.batch_split(pool, rows, np.random.default_rng(0))
+    (again,) = missing.epoch(pool, [rows], np.random.default_rng(0))
+    halves = list(missing.epoch(pool, [rows[:40], rows[40:]], np.random.default_rng(0)))  # two batches, one draw
+    assert len(halves) == 2 and np.array_equal(halves[1].ids, pool.ids[40:])
     assert np.array_equal(again.text, out.text) and np.array_equal(again.audio, out.audio)
     k = text_changed[0]
     rng = np.random.default_rng(0)

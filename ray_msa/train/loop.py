@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +121,7 @@ def train_epoch(
         source = batches(split, local, engine.model.inputs())
     else:  # masks drawn for the global batch, then shared out, so W workers see what one worker sees
         masks = np.random.default_rng([*seed, MISSING_STREAM])
-        source = (_with_missing(missing, split, group, masks, engine.model.inputs(), ctx) for group in groups)
+        source = _missing_batches(missing, split, groups, masks, engine.model.inputs(), ctx)
     sums: dict[str, float] = {}
     steps = 0
     for batch, weight in zip(source, weights):
@@ -138,19 +138,19 @@ def train_epoch(
     return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}
 
 
-def _with_missing(
+def _missing_batches(
     missing: MissingInputs,
     split: Split,
-    group: np.ndarray,
+    groups: list[np.ndarray],
     rng: np.random.Generator,
     inputs: tuple[str, ...] | None,
     ctx: WorkerContext,
-) -> dict[str, torch.Tensor]:
-    """This worker's share of global batch `group` after its inputs went missing (the first sample when the
-    share is empty, as in `train_epoch`)."""
-    positions = shard(np.arange(len(group)), ctx.rank, ctx.world)
-    mine = positions if len(positions) else np.zeros(1, np.int64)
-    return next(batches(missing.batch_split(split, group, rng), [mine], inputs))
+) -> Iterator[dict[str, torch.Tensor]]:
+    """This worker's share of each global batch after its inputs went missing (masks drawn for the whole
+    batch, so W workers see what one worker sees; the first sample when the share is empty, as `train_epoch`)."""
+    for part, group in zip(missing.epoch(split, groups, rng), groups):
+        positions = shard(np.arange(len(group)), ctx.rank, ctx.world)
+        yield next(batches(part, [positions if len(positions) else np.zeros(1, np.int64)], inputs))
 
 
 @torch.no_grad()  # not inference_mode: ZeRO-3 gathers parameters here, and training must reuse them
