@@ -90,9 +90,9 @@ def run_protocol(
     tables = evaluate(models, dataset, run["split"], chosen, run["source"])
     if run["metric"] not in tables[0]:
         raise InputError(run["source"], run["split"], "these samples are not labelled", "pass a labelled --split")
-    for stored, table in zip(models, tables):
-        if stored.trial.arch == BASELINE_ARCH:
-            baseline = table
+    late_fusion = [(m.trial.train.missing_rate, k) for k, m in enumerate(models) if m.trial.arch == BASELINE_ARCH]
+    if late_fusion:  # the reference is late fusion as it is usually trained: without missing inputs, if listed
+        baseline = tables[min(late_fusion)[1]]
     for study, stored, table in zip(studies, models, tables):
         log_protocol(
             tracker, study, stored, protocol, tag, run, table, None if stored.trial.arch == BASELINE_ARCH else baseline
@@ -125,8 +125,8 @@ def log_protocol(
             tracker.metrics(child, {f"{k}_present_{condition.replace('+', '_')}": v for k, v in row.items()})
         figure = condition_figure(curve(table, metric), metric, title)
     else:
-        for level, (_, row) in zip(run["levels"], means.iterrows()):
-            tracker.metrics(child, row.to_dict(), step=int(round(level * 10)))
+        for k, (_, row) in enumerate(means.iterrows()):  # step: the level's index (level x 10 for 0.0 ... 0.9)
+            tracker.metrics(child, row.to_dict(), step=k)
         scores = summary(table, metric, baseline)
         tracker.metrics(child, scores)
         figure = level_figure({arch: curve(table, metric)}, metric, title)
