@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from ray_msa.robustness.evaluate import curve
 from ray_msa.robustness.plots import level_figure
+from ray_msa.robustness.protocols import modality_conditions
 from ray_msa.tables import format_table
 from ray_msa.tracking import PARENT
 
@@ -55,7 +56,9 @@ def main() -> None:
         row += ["-" if effective is None else f"{effective:+.4f}", f"{curves[label]['mean'].iloc[-1]:.4f}"]
         if "modality_missing" in runs:
             present = runs["modality_missing"].data.metrics
-            names = sorted(k for k in present if k.startswith(f"{metric}_present_"))
+            order = ["_".join(c) for c in modality_conditions(("text", "audio", "vision"))]
+            names = [k for k in present if k.startswith(f"{metric}_present_")]
+            names.sort(key=lambda k: order.index(k.split("_present_")[1]) if k.split("_present_")[1] in order else 99)
             subsets = subsets or names
             row += [f"{present[k]:.4f}" for k in subsets]
         rows.append(row)

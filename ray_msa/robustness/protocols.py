@@ -74,6 +74,7 @@ def frame_stds(array: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 def _frames(split: Split, modality: str, condition: Condition, stds: np.ndarray | None) -> np.ndarray:
+    """A sequence modality's frames with the modality missing, or with noise and dropped frames."""
     x = np.array(getattr(split, modality), dtype=np.float32)  # a copy: the clean split stays as it was
     lengths = np.asarray(getattr(split, f"{modality}_lengths"))
     if condition.protocol == "modality_missing":
