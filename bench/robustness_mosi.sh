@@ -2,9 +2,9 @@
 # The README's robustness section: `bash bench/robustness_mosi.sh [ARCH ...]` trains each architecture once from
 # its space's start configuration on the bundled MOSI (a 1-trial study: ROBUSTNESS_FOLDS-fold CV for the refit's
 # epoch count, one test seed; awf from its default study's best configuration, bench/robustness_awf.yaml, as the
-# paper's SGD start predicts one sign for all), without and with `--missing-rate 0.5`, then scores all of them under
-# random feature missing and modality missing on the same draws (`python -m ray_msa.robustness`, 3 seeds per level), and draws
-# every feature-missing curve in one figure. Its own tracking store (ROBUSTNESS_TRACKING, default
+# paper's SGD start predicts one sign for all), without and with `--missing-rate 0.5`, then scores all of them
+# under random feature missing and modality missing on the same draws (`python -m ray_msa.robustness`, 3 seeds
+# per level), and draws every feature-missing curve in one figure. Its own tracking store (ROBUSTNESS_TRACKING, default
 # mlruns/robustness.db); logs and results in bench/results/robustness/. A model whose log is there already is not
 # trained again (delete the log to retrain it).
 set -euo pipefail
