@@ -28,13 +28,15 @@ if not link.exists():
     link.symlink_to(source / "data")
 print(f"{len(train)} training posts, {len(test)} held-out labelled posts in {work}")
 PY
+TRAIN_LOG="$OUT/train_image_text.log"
+ROBUST_LOG="$OUT/robustness_mvsa.log"
 start=$(date +%s)
 python -m ray_msa.tune mvsa --data "$WORK" --trials 1 --folds 2 --epochs 3 --test-seeds 1 \
-  --tracking-uri "$TRACKING" > "$OUT/train_image_text.log" 2>&1 || { echo "!! see $OUT/train_image_text.log" >&2; exit 1; }
-echo "wall: $(( $(date +%s) - start )) s on $(nproc) cores, commit $(git rev-parse --short HEAD)" >> "$OUT/train_image_text.log"
-study=$(sed -n 's/^MLflow: study run \([0-9a-f]*\) .*/\1/p' "$OUT/train_image_text.log")
+  --tracking-uri "$TRACKING" > "$TRAIN_LOG" 2>&1 || { echo "!! see $TRAIN_LOG" >&2; exit 1; }
+echo "wall: $(( $(date +%s) - start )) s on $(nproc) cores, commit $(git rev-parse --short HEAD)" >> "$TRAIN_LOG"
+study=$(sed -n 's/^MLflow: study run \([0-9a-f]*\) .*/\1/p' "$TRAIN_LOG")
 start=$(date +%s)
 python -m ray_msa.robustness --model "$study" --data "$WORK" --protocol modality_missing noise \
-  --tracking-uri "$TRACKING" > "$OUT/robustness_mvsa.log" 2>&1 || { echo "!! see $OUT/robustness_mvsa.log" >&2; exit 1; }
-echo "wall: $(( $(date +%s) - start )) s on $(nproc) cores" >> "$OUT/robustness_mvsa.log"
-cat "$OUT/robustness_mvsa.log"
+  --tracking-uri "$TRACKING" > "$ROBUST_LOG" 2>&1 || { echo "!! see $ROBUST_LOG" >&2; exit 1; }
+echo "wall: $(( $(date +%s) - start )) s on $(nproc) cores" >> "$ROBUST_LOG"
+cat "$ROBUST_LOG"
