@@ -49,9 +49,8 @@ def study_of(model_uri: str, client: MlflowClient) -> str:
 
 def settings_tag(levels: tuple[float, ...], seeds: int, split: str, metric: str, fingerprint: str) -> str:
     """What makes two robustness runs comparable: the draws, the split, the curve's metric and the data."""
-    return f"levels={','.join(f'{v:.1f}' for v in levels)} seeds={seeds} split={split} metric={metric} " + (
-        f"data={fingerprint[:16]}"
-    )
+    grid = ",".join(f"{v:.1f}" for v in levels)
+    return f"levels={grid} seeds={seeds} split={split} metric={metric} data={fingerprint[:16]}"
 
 
 def logged_baseline(client: MlflowClient, experiment: str, protocol: str, tag: str) -> pd.DataFrame | None:

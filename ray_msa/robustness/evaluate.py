@@ -24,9 +24,7 @@ def conditions(protocol: str, modalities: tuple[str, ...], levels: tuple[float, 
 def model_modalities(stored: StoredModel, dataset: MSADataset) -> tuple[str, ...]:
     """The inputs a model reads that a protocol can remove: its modalities; an image+text post's text and image."""
     if dataset.splits["train"].image is not None or dataset.splits["test"].image is not None:
-        return tuple("image" if m == "vision" else m for m in stored.modalities) + (
-            ("image",) if "vision" not in stored.modalities else ()
-        )
+        return (*(m for m in stored.modalities if m != "vision"), "image")  # vision: the image's features
     return stored.modalities
 
 

@@ -94,6 +94,10 @@ def token_ids(split: Split, text: TextInput, raw: np.ndarray | None = None) -> t
     return ids.copy(), mask
 
 
+def _token_fields(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    return {"text_ids": ids, "text_mask": mask, "text_lengths": mask.sum(1).astype(np.int64)}
+
+
 def drop_elements(
     split: Split, rate: float | np.ndarray, rng: Callable[[str], np.random.Generator], text: TextInput
 ) -> dict[str, np.ndarray]:
@@ -110,7 +114,7 @@ def drop_elements(
             ids, mask = token_ids(split, text)
             keep = keep_mask(mask.sum(1), ids.shape[1], rate, rng("text"), keep_ends=True)
             ids[~keep] = load_tokenizer(text.model).unk_token_id
-            changes |= {"text_ids": ids, "text_mask": mask, "text_lengths": mask.sum(1).astype(np.int64)}
+            changes |= _token_fields(ids, mask)
             continue
         x, lengths = getattr(split, m), np.asarray(getattr(split, f"{m}_lengths"))
         keep = keep_mask(lengths, x.shape[1], rate, rng(m))
@@ -125,12 +129,13 @@ def perturb(split: Split, condition: Condition, text: TextInput, stds: dict[str,
         return replace(split, **drop_elements(split, condition.level, condition.rng, text))
     changes = {}
     posts = split.image is not None  # image+text posts: their image features and pixels are one modality, image
+    image_gone = posts and condition.protocol == "modality_missing" and "image" not in condition.present
     for m in MODALITIES:
         tokens = m == "text" and text.mode != "features"
         if getattr(split, "raw_text" if tokens else m) is None:
             continue
         if posts and m == "vision":
-            if condition.protocol == "modality_missing" and "image" not in condition.present:
+            if image_gone:
                 changes[m] = np.zeros_like(np.asarray(split.vision))
             continue
         if tokens:
@@ -140,10 +145,9 @@ def perturb(split: Split, condition: Condition, text: TextInput, stds: dict[str,
             elif condition.protocol == "noise" and condition.level > 0:
                 rng = condition.rng("text")
                 raw = np.array([noisy_text(str(t), condition.level, rng) for t in split.raw_text], dtype=object)
-            ids, mask = token_ids(split, text, raw)
-            changes |= {"text_ids": ids, "text_mask": mask, "text_lengths": mask.sum(1).astype(np.int64)}
+            changes |= _token_fields(*token_ids(split, text, raw))
         else:  # audio, vision, and text features (a model reading features cannot see words)
             changes[m] = _frames(split, m, condition, stds.get(m))
-    if posts and condition.protocol == "modality_missing" and "image" not in condition.present:
+    if image_gone:
         changes["image"] = np.zeros_like(split.image)
     return replace(split, **changes)
