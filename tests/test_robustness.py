@@ -253,10 +253,16 @@ def test_missing_rate_is_a_training_setting_of_every_architecture(arch):
 
 
 def test_untouched_clean_split(mosi):
+    """Every protocol returns new arrays: the split it was given (in-memory float32 frames too) stays as it was."""
     test = mosi.splits["test"]
     before = replace(test)
     perturb(test, Condition("noise", 0.5, seed=0), FROZEN, {"audio": np.ones(73, np.float32), "vision": np.ones(100)})
     assert np.array_equal(before.audio, test.audio) and np.array_equal(before.raw_text, test.raw_text)
+    frames = sequences()
+    copies = {m: getattr(frames, m).copy() for m in ("audio", "vision")}
+    for condition in (Condition("noise", 0.5), Condition("feature_missing", 0.5), Condition("modality_missing")):
+        perturb(frames, condition, FROZEN, {})
+        assert all(np.array_equal(getattr(frames, m), copies[m]) for m in copies)
 
 
 @pytest.mark.slow
